@@ -1,0 +1,9 @@
+"""SED: A Simple Encoder-Decoder for Open-Vocabulary Semantic Segmentation, on detectron2.
+
+Importing the package registers the ``SED`` meta-architecture and the datasets.
+"""
+from . import data  # noqa: F401  (registers datasets)
+from .config import add_sed_config
+from .modeling import SED
+
+__all__ = ["SED", "add_sed_config"]

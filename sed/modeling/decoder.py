@@ -1,0 +1,107 @@
+"""Gradual fusion decoder: three up-sampling stages from the 1/32 cost embedding to 1/4,
+guided by the encoder's features and the cost volume, with one early-rejection head
+before each stage.
+"""
+from typing import List, Sequence
+
+import torch
+from torch import nn
+
+from .decoder_stage import DecoderStage
+from .early_rejection import select_top_classes
+
+
+class GradualFusionDecoder(nn.Module):
+    def __init__(
+        self,
+        *,
+        hidden_dim: int,
+        decoder_dims: Sequence[int],
+        guidance_dims: Sequence[int],
+        encoder_channels: Sequence[int],
+        num_templates: int,
+        kernel_sizes: Sequence[int],
+        num_heads: int,
+        pooling_size: Sequence[int],
+    ):
+        """
+        Args:
+            hidden_dim: width of the cost embedding (stage 1 input).
+            decoder_dims: output width of each stage.
+            guidance_dims: width of the encoder and cost-map guidance fused by each stage.
+            encoder_channels: widths of the encoder features guiding each stage (res4, res3, res2).
+            num_templates: P, the channels of the cost volume.
+        """
+        super().__init__()
+        in_dims = [hidden_dim, *decoder_dims[:-1]]
+        self.encoder_guidance = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c, g, kernel_size=3, padding=1), nn.ReLU())
+            for c, g in zip(encoder_channels, guidance_dims)
+        )
+        self.cost_guidance = nn.ModuleList(
+            nn.Sequential(nn.ConvTranspose2d(c, g, kernel_size=2, stride=2), nn.ReLU())
+            for c, g in zip([num_templates, *guidance_dims[:-1]], guidance_dims)
+        )
+        self.stages = nn.ModuleList(
+            DecoderStage(
+                in_dim=i, out_dim=o, guidance_dim=g, kernel_size=k,
+                num_heads=num_heads, pooling_size=pooling_size,
+            )
+            for i, o, g, k in zip(in_dims, decoder_dims, guidance_dims, kernel_sizes)
+        )
+        self.rejection_heads = nn.ModuleList(nn.Conv2d(d, 1, kernel_size=3, padding=1) for d in in_dims)
+        self.head = nn.Conv2d(decoder_dims[-1], 1, kernel_size=3, padding=1)
+
+    def project_guidance(self, features: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        """Encoder features (B, C_i, 2^i h, 2^i w) -> guidance (B, g_i, 2^i h, 2^i w)."""
+        return [proj(f) for proj, f in zip(self.encoder_guidance, features)]
+
+    def forward(
+        self, embedding: torch.Tensor, cost: torch.Tensor, guidance: Sequence[torch.Tensor]
+    ) -> List[torch.Tensor]:
+        """All classes through every stage.
+
+        Args:
+            embedding: (B*T, hidden, h, w) cost embedding.
+            cost: (B, T, P, h, w) cost volume.
+            guidance: projected encoder guidance of each stage, (B, g_i, 2^i h, 2^i w).
+        Returns:
+            logits [final (B, T, 8h, 8w), rejection head i (B, T, 2^i h, 2^i w) for i = 0, 1, 2].
+            The rejection heads see detached features: they rank classes without training the
+            decoder.
+        """
+        batch, num_classes = cost.shape[:2]
+        x, cost_guidance = embedding, cost.flatten(0, 1)
+        aux = []
+        for stage, reject, project, enc in zip(self.stages, self.rejection_heads, self.cost_guidance, guidance):
+            aux.append(reject(x.detach()).view(batch, num_classes, *x.shape[-2:]))
+            cost_guidance = project(cost_guidance)
+            x = stage(x, num_classes, enc, cost_guidance)
+        final = self.head(x).view(batch, num_classes, *x.shape[-2:])
+        return [final, *aux]
+
+    def forward_fast(
+        self, embedding: torch.Tensor, cost: torch.Tensor, guidance: Sequence[torch.Tensor], topk: int
+    ) -> torch.Tensor:
+        """Category early rejection: before each stage keep only the classes that rank in the
+        top ``topk`` of the stage's rejection head at some pixel. Each image is decided on its
+        own, so an image gets the same output in any batch.
+
+        Returns:
+            (B, T, 8h, 8w) probabilities; rejected classes are exactly 0.
+        """
+        batch, num_classes = cost.shape[:2]
+        maps = embedding.view(batch, num_classes, *embedding.shape[1:])
+        outputs = []
+        for b in range(batch):
+            x, cost_guidance = maps[b], cost[b]
+            kept = torch.arange(num_classes, device=x.device)
+            for stage, reject, project, enc in zip(self.stages, self.rejection_heads, self.cost_guidance, guidance):
+                selected = select_top_classes(reject(x)[:, 0], topk)
+                x, kept = x[selected], kept[selected]
+                cost_guidance = project(cost_guidance[selected])
+                x = stage(x, len(kept), enc[b : b + 1], cost_guidance)
+            probs = x.new_zeros(num_classes, *x.shape[-2:])
+            probs[kept] = self.head(x)[:, 0].sigmoid()
+            outputs.append(probs)
+        return torch.stack(outputs)

@@ -1,0 +1,77 @@
+"""One stage of the gradual fusion decoder: spatial aggregation (a large-kernel ConvNeXt
+block), class aggregation, then 2x up-sampling fused with encoder and cost-map guidance.
+"""
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .class_aggregation import ClassAggregation
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise k x k conv, LayerNorm, Linear(C, 4C), GELU, Linear(4C, C), layer scale,
+    residual. Input and output (N, C, h, w).
+    """
+
+    def __init__(self, dim: int, kernel_size: int):
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dwconv(x).permute(0, 2, 3, 1)
+        y = self.pwconv2(F.gelu(self.pwconv1(self.norm(y))))
+        return x + (self.gamma * y).permute(0, 3, 1, 2)
+
+
+class DecoderStage(nn.Module):
+    """(B*T, in_dim, h, w) class maps -> (B*T, out_dim, 2h, 2w)."""
+
+    def __init__(
+        self,
+        *,
+        in_dim: int,
+        out_dim: int,
+        guidance_dim: int,
+        kernel_size: int,
+        num_heads: int,
+        pooling_size: Sequence[int],
+    ):
+        super().__init__()
+        self.spatial = ConvNeXtBlock(in_dim, kernel_size)
+        self.classes = ClassAggregation(dim=in_dim, num_heads=num_heads, pooling_size=pooling_size)
+        self.up = nn.ConvTranspose2d(in_dim, in_dim - guidance_dim, kernel_size=2, stride=2)
+        self.fuse = nn.Sequential(
+            nn.Conv2d(in_dim + guidance_dim, out_dim, kernel_size=3, padding=1, bias=False),
+            nn.GroupNorm(out_dim // 16, out_dim),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_dim, out_dim, kernel_size=3, padding=1, bias=False),
+            nn.GroupNorm(out_dim // 16, out_dim),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        num_classes: int,
+        encoder_guidance: torch.Tensor,
+        cost_guidance: torch.Tensor,
+    ) -> torch.Tensor:
+        """
+        Args:
+            x: (B*T, in_dim, h, w) class maps, image-major.
+            num_classes: T.
+            encoder_guidance: (B, g, 2h, 2w), shared by the classes of an image.
+            cost_guidance: (B*T, g, 2h, 2w), one per class.
+        Returns:
+            (B*T, out_dim, 2h, 2w).
+        """
+        x = self.classes(self.spatial(x), num_classes)
+        x = self.up(x)
+        encoder_guidance = encoder_guidance.repeat_interleave(num_classes, dim=0)
+        return self.fuse(torch.cat([x, encoder_guidance, cost_guidance], dim=1))

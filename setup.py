@@ -1,0 +1,10 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="sed",
+    version="0.1.0",
+    description="SED: A Simple Encoder-Decoder for Open-Vocabulary Semantic Segmentation (detectron2)",
+    packages=find_packages(include=["sed", "sed.*"]),
+    python_requires=">=3.9",
+    package_data={"sed": ["model_configs/*.json", "data/vocabularies/*.json"]},
+)
