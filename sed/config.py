@@ -53,8 +53,8 @@ def add_sed_config(cfg: CN) -> None:
     cfg.SOLVER.CLIP_MULTIPLIER = 0.01
     # Default optimizer of the recipe.
     cfg.SOLVER.OPTIMIZER = "ADAMW"
-    # Mapper of the training data ("sed_semantic").
-    cfg.INPUT.DATASET_MAPPER_NAME = "sed_semantic"
+    # Mapper of the training data (a name in sed.data.mapper.MAPPER_REGISTRY).
+    cfg.INPUT.DATASET_MAPPER_NAME = "SemanticSegMapper"
     # Random crops are re-drawn (up to 10 times) while one class covers more than this
     # fraction of the crop; 1.0 turns the constraint off (the recipe).
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0

@@ -1,1 +1,2 @@
-"""Datasets and data pipeline."""
+"""Datasets, training data pipeline and evaluation."""
+from . import datasets  # noqa: F401  (registers every dataset)

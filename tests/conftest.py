@@ -1,0 +1,60 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+
+from sed import add_sed_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+FIXTURE = SHARED / "fixtures" / "sed_official_tiny"
+TINY_CLIP = str(ROOT / "sed" / "model_configs" / "sed_tiny.json")
+
+
+def require_fixture():
+    if not (FIXTURE / "model_final.pth").is_file():
+        pytest.skip(f"../shared is absent ({FIXTURE} not found): released-format fixture unavailable")
+
+
+def make_cfg(*opts, config_file=None):
+    cfg = get_cfg()
+    add_sed_config(cfg)
+    if config_file:
+        cfg.merge_from_file(str(config_file))
+    cfg.merge_from_list(["MODEL.META_ARCHITECTURE", "SED", "MODEL.DEVICE", "cpu",
+                         "MODEL.SEM_SEG_HEAD.TEXT_CACHE_DIR", "", *opts])
+    return cfg
+
+
+def tiny_model(*opts, seed=0):
+    """A randomly initialised SED on the tiny CLIP, in eval mode."""
+    torch.manual_seed(seed)
+    cfg = make_cfg(
+        "MODEL.ENC.CLIP_MODEL_NAME", TINY_CLIP, "MODEL.ENC.CLIP_PRETRAINED_WEIGHTS", "",
+        "MODEL.ENC.IMAGE_SIZE", "256",
+        "MODEL.SEM_SEG_HEAD.TRAIN_CLASS_JSON", str(ROOT / "datasets" / "synthetic.json"),
+        "MODEL.SEM_SEG_HEAD.TEST_CLASS_JSON", str(ROOT / "datasets" / "voc20.json"),
+        "MODEL.SEM_SEG_HEAD.PROMPT_TEMPLATES", "single", *opts,
+    )
+    return build_model(cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    """A small generated copy of the embedded default dataset."""
+    from sed.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("datasets")
+    generate(str(root), size=96, splits={"train": 16, "val": 6})
+    return root
+
+
+@pytest.fixture
+def env_with_datasets(synthetic_root, tmp_path):
+    env = dict(os.environ)
+    env["DETECTRON2_DATASETS"] = str(synthetic_root)
+    env["HOME"] = str(tmp_path)  # keeps the text-embedding cache inside the test
+    return env

@@ -1,0 +1,91 @@
+"""The released-format checkpoint of ../shared reproduces the reference implementation."""
+import logging
+
+import pytest
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+
+from conftest import FIXTURE, make_cfg, require_fixture
+
+
+def build(pooling):
+    require_fixture()
+    cfg = make_cfg(
+        "MODEL.ENC.CLIP_MODEL_NAME", str(FIXTURE / "sedtest_tiny.json"),
+        "MODEL.ENC.CLIP_PRETRAINED_WEIGHTS", "laion_aesthetic_s13b_b82k",  # never used: WEIGHTS set
+        "MODEL.SEM_SEG_HEAD.TRAIN_CLASS_JSON", str(FIXTURE / "train_classes.json"),
+        "MODEL.SEM_SEG_HEAD.TEST_CLASS_JSON", str(FIXTURE / "test_classes.json"),
+        "MODEL.SEM_SEG_HEAD.POOLING_SIZES", pooling,
+        "MODEL.WEIGHTS", str(FIXTURE / "model_final.pth"),
+    )
+    model = build_model(cfg)
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    return model
+
+
+@pytest.fixture(scope="module")
+def cases():
+    require_fixture()
+    return torch.load(FIXTURE / "cases.pt", weights_only=True)
+
+
+def test_checkpoint_loads_without_missing_or_unexpected_keys(caplog):
+    require_fixture()
+    with caplog.at_level(logging.INFO):
+        model = build("[1,1]")
+    log = caplog.text
+    assert "Loading from" in log
+    for complaint in ("not found in the checkpoint", "not used by the model", "incompatible shapes"):
+        assert complaint not in log
+    released = torch.load(FIXTURE / "model_final.pth", weights_only=True)["model"]
+    assert len(released) == len(model.state_dict())
+    key = "sem_seg_head.predictor.transformer.decoder2.cnext.dwconv.weight"
+    assert torch.equal(model.decoder.stages[1].spatial.dwconv.weight, released[key])
+
+
+def run(model, image):
+    return model([{"image": image.float(), "height": image.shape[1], "width": image.shape[2]}])[0]["sem_seg"]
+
+
+@torch.no_grad()
+def test_eval_outputs_and_debug_tensors(cases):
+    model = build("[1,1]").eval()
+    debug = cases["debug"]
+    assert torch.allclose(model.text_embeddings(model.test_class_names), debug["text_features_test"], atol=1e-4)
+    assert torch.allclose(model.text_embeddings(model.train_class_names), debug["text_features_train"], atol=1e-4)
+    first = cases["eval"][0]["image"]
+    features = model.encoder(model.preprocess([{"image": first.float()}]))
+    for name, expected in debug["clip_features"].items():
+        assert torch.allclose(features[name], expected, atol=1e-4), name
+    cost = model.cost_map.cost_volume(features["clip_vis_dense"], model.text_embeddings(model.test_class_names))
+    guidance = model.decoder.project_guidance([features[f] for f in model.guidance_features])
+    outputs = model.decoder(model.cost_map(cost), cost, guidance)
+    for out, expected in zip(outputs, debug["decoder_outputs"]):
+        assert torch.allclose(out, expected, atol=1e-4)
+    for case in cases["eval"]:
+        assert torch.allclose(run(model, case["image"]), case["sem_seg"], atol=1e-4)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("topk", [1, 2])
+def test_fast_inference(cases, topk):
+    model = build("[1,1]").eval()
+    model.fast_inference, model.topk = True, topk
+    for case, expected in zip(cases["eval"], cases["fast"][topk]):
+        out = run(model, case["image"])
+        assert torch.allclose(out, expected, atol=1e-4)
+        rejected = expected.flatten(1).abs().sum(1) == 0
+        assert torch.equal(out.flatten(1).abs().sum(1) == 0, rejected)
+        assert (out[rejected] == 0).all()
+    if topk == 1:
+        assert [int((e.flatten(1).sum(1) == 0).sum()) for e in cases["fast"][1]] == [2, 1]
+
+
+def test_training_losses(cases):
+    model = build("[2,2]").train()
+    train = cases["train"]
+    losses = model([{"image": i, "sem_seg": t} for i, t in zip(train["images"], train["targets"])])
+    assert set(losses) == set(train["losses"])
+    for name, expected in train["losses"].items():
+        assert losses[name].item() == pytest.approx(expected, rel=1e-5), name

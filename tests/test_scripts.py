@@ -1,0 +1,68 @@
+"""run.sh / eval.sh / train_net.py end to end on the embedded default dataset."""
+import json
+import subprocess
+
+import pytest
+
+from conftest import ROOT
+
+FAST = ["SOLVER.MAX_ITER", "6", "TEST.EVAL_PERIOD", "6", "SOLVER.CHECKPOINT_PERIOD", "3",
+        "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.CROP.SIZE", "(96,96)", "INPUT.MIN_SIZE_TEST", "96",
+        "DATALOADER.NUM_WORKERS", "0"]
+
+
+def sh(*args, env=None):
+    return subprocess.run(["sh", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.parametrize("script", ["run.sh", "eval.sh"])
+@pytest.mark.parametrize("args, message", [
+    ([], "expected at least 3 arguments"),
+    (["configs/nope.yaml", "1", "out"], "config file 'configs/nope.yaml' not found"),
+    (["configs/synthetic_tiny.yaml", "two", "out"], "NUM_GPUS must be a whole number"),
+    (["configs/synthetic_tiny.yaml", "0", "out", "MODEL.WEIGHTS"], "KEY VALUE pairs"),
+])
+def test_misuse_prints_usage_and_fails(script, args, message):
+    result = sh(script, *args)
+    assert result.returncode != 0
+    assert message in result.stderr and "usage: sh " + script in result.stderr
+
+
+def test_train_then_resume_then_evaluate(tmp_path, env_with_datasets):
+    out = tmp_path / "out"
+    result = sh("run.sh", "configs/synthetic_tiny.yaml", "0", str(out), *FAST, env=env_with_datasets)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert "| mIoU" in log and "red circle" in log
+    assert (out / "model_final.pth").is_file() and (out / "last_checkpoint").read_text() == "model_final.pth"
+    metrics = json.loads((out / "results.json").read_text())["sed_synthetic_val"]["sem_seg"]
+    assert {"mIoU", "fwIoU", "mACC", "pACC", "IoU-red circle"} <= set(metrics)
+    losses = [json.loads(line)["total_loss"] for line in (out / "metrics.json").read_text().splitlines()
+              if "total_loss" in line]
+    assert losses
+
+    # Resume from an intermediate checkpoint: the run continues to MAX_ITER.
+    (out / "last_checkpoint").write_text("model_0000002.pth")
+    (out / "model_final.pth").unlink()
+    result = sh("run.sh", "configs/synthetic_tiny.yaml", "0", str(out), *FAST, env=env_with_datasets)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Starting training from iteration 3" in result.stdout + result.stderr
+    assert (out / "model_final.pth").is_file()
+
+
+def test_missing_dataset_fails_clearly(tmp_path):
+    env = {"DETECTRON2_DATASETS": str(tmp_path / "none"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    result = sh("run.sh", "configs/synthetic_tiny.yaml", "0", str(tmp_path / "out"), *FAST, env=env)
+    assert result.returncode != 0
+    assert "sed_synthetic/images/train does not exist" in result.stderr
+    assert "python datasets/prepare_synthetic.py" in result.stderr
+
+
+def test_eval_sh_reports_every_benchmark(tmp_path, env_with_datasets):
+    out = tmp_path / "out"
+    result = sh("eval.sh", "configs/synthetic_tiny.yaml", "0", str(out), env=env_with_datasets)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ["A-847", "PC-459", "A-150", "PC-59", "PAS-20", "PAS-20b"]:
+        assert f"| {name}" in result.stdout
+    assert result.stdout.count("missing") == 6 * 4
+    assert (out / "eval" / "summary.csv").is_file() and (out / "eval" / "summary.md").is_file()

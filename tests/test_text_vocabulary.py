@@ -1,0 +1,51 @@
+"""Class embeddings: prompt ensembling, context truncation, and the caches."""
+import os
+
+import open_clip
+import torch
+import torch.nn.functional as F
+
+from conftest import tiny_model
+from sed.modeling.text_vocabulary import ClassEmbeddingCache, encode_prompts
+
+
+def test_truncated_context_equals_full_context():
+    clip = tiny_model().encoder.clip
+    tokenizer = open_clip.get_tokenizer("sed_tiny")
+    tokens = tokenizer(["a photo of a dog.", "a bad photo of the yellow star in the scene.", "sky"])
+    assert torch.allclose(encode_prompts(clip, tokens), clip.encode_text(tokens), atol=1e-5)
+
+
+def test_synonyms_are_averaged_per_template():
+    clip = tiny_model().encoder.clip
+    cache = ClassEmbeddingCache(model_name="sed_tiny", templates=["a {}.", "the {}"], cache_dir="")
+    both, dog, puppy = cache.compute(clip, ["dog, puppy"])[0], *cache.compute(clip, ["dog", "puppy"])
+    assert both.shape == (2, 32)
+    assert torch.allclose(both, F.normalize(dog + puppy, dim=-1), atol=1e-6)
+
+
+def test_disk_cache_is_keyed_by_names_and_weights(tmp_path):
+    model = tiny_model()
+    clip = model.encoder.clip
+    cache = ClassEmbeddingCache(model_name="sed_tiny", templates=["a {}."], cache_dir=str(tmp_path))
+    first = cache.get(clip, ["cat", "sky"])
+    assert len(os.listdir(tmp_path)) == 1
+    fresh = ClassEmbeddingCache(model_name="sed_tiny", templates=["a {}."], cache_dir=str(tmp_path))
+    fresh.compute = None  # a hit must not encode again
+    assert torch.equal(fresh.get(clip, ["cat", "sky"]), first)
+    cache.get(clip, ["cat", "road"])
+    assert len(os.listdir(tmp_path)) == 2
+    with torch.no_grad():
+        clip.token_embedding.weight.add_(0.5)
+    changed = ClassEmbeddingCache(model_name="sed_tiny", templates=["a {}."], cache_dir=str(tmp_path))
+    assert not torch.allclose(changed.get(clip, ["cat", "sky"]), first)
+    assert len(os.listdir(tmp_path)) == 3
+
+
+def test_loading_weights_refreshes_the_embeddings():
+    model = tiny_model()
+    before = model.text_embeddings(["cat"]).clone()
+    state = model.state_dict()
+    state["encoder.clip.token_embedding.weight"] = state["encoder.clip.token_embedding.weight"] + 1.0
+    model.load_state_dict(state)
+    assert not torch.allclose(model.text_embeddings(["cat"]), before)

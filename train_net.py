@@ -1,0 +1,118 @@
+"""Train and evaluate SED with detectron2.
+
+    python train_net.py --config-file configs/convnextB_768.yaml --num-gpus 4 OUTPUT_DIR output/
+    python train_net.py --config-file configs/convnextB_768.yaml --eval-only MODEL.WEIGHTS model.pth
+
+``run.sh`` and ``eval.sh`` wrap these commands.
+"""
+import json
+import logging
+import os
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog, build_detection_train_loader
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.evaluation import DatasetEvaluators
+from detectron2.utils import comm
+from tabulate import tabulate
+
+from sed import add_sed_config
+from sed.data.evaluation import SEDSemSegEvaluator
+from sed.data.mapper import MAPPER_REGISTRY
+from sed.modeling.text_vocabulary import load_class_names
+from sed.solver import build_optimizer
+
+logger = logging.getLogger("sed")
+
+
+class Trainer(DefaultTrainer):
+    @classmethod
+    def build_train_loader(cls, cfg):
+        mapper = MAPPER_REGISTRY.get(cfg.INPUT.DATASET_MAPPER_NAME)(cfg)
+        return build_detection_train_loader(cfg, mapper=mapper)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return DatasetEvaluators([SEDSemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)])
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
+
+
+def check_vocabularies(cfg) -> None:
+    """Each dataset's classes must match the vocabulary the model uses for it."""
+    head = cfg.MODEL.SEM_SEG_HEAD
+    pairs = [(d, head.TRAIN_CLASS_JSON) for d in cfg.DATASETS.TRAIN]
+    pairs += [(d, head.TEST_CLASS_JSON) for d in cfg.DATASETS.TEST]
+    for dataset, vocabulary in pairs:
+        expected = load_class_names(MetadataCatalog.get(dataset).vocabulary)
+        given = load_class_names(vocabulary)
+        if len(given) != len(expected):
+            raise ValueError(
+                f"{vocabulary} has {len(given)} classes but dataset '{dataset}' has {len(expected)} "
+                f"(its vocabulary is {MetadataCatalog.get(dataset).vocabulary})"
+            )
+
+
+def format_results(results) -> str:
+    """Summary (mIoU, fwIoU, mACC, pACC) and per-class IoU/accuracy tables of each dataset."""
+    tables = []
+    for dataset, res in results.items():
+        m = res["sem_seg"]
+        tables.append(f"Results on {dataset}:\n" + tabulate(
+            [[m["mIoU"], m["fwIoU"], m["mACC"], m["pACC"]]],
+            headers=["mIoU", "fwIoU", "mACC", "pACC"], floatfmt=".2f", tablefmt="pipe"))
+        rows = [[k[4:], v, m.get("ACC-" + k[4:])] for k, v in m.items() if k.startswith("IoU-")]
+        tables.append(tabulate(rows, headers=["class", "IoU", "ACC"], floatfmt=".2f", tablefmt="pipe",
+                               missingval="-"))
+    return "\n\n".join(tables)
+
+
+def report(cfg, results) -> None:
+    """Log the result tables and write them to OUTPUT_DIR/results.json (main process)."""
+    if not comm.is_main_process() or not results:
+        return
+    results = results if all(isinstance(v, dict) and "sem_seg" in v for v in results.values()) \
+        else {cfg.DATASETS.TEST[0]: results}
+    logger.info("Evaluation results\n%s", format_results(results))
+    with open(os.path.join(cfg.OUTPUT_DIR, "results.json"), "w") as f:
+        json.dump(results, f, indent=1, default=float)
+
+
+def setup(args):
+    cfg = get_cfg()
+    add_sed_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    default_setup(cfg, args)
+    check_vocabularies(cfg)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        results = Trainer.test(cfg, model)
+    else:
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        trainer.train()
+        # Set by the final evaluation of DefaultTrainer's EvalHook (TEST.EVAL_PERIOD > 0).
+        results = getattr(trainer, "_last_eval_results", None)
+    report(cfg, results)
+    return results
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
