@@ -13,7 +13,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, defaults, launch
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -26,6 +26,18 @@ from sed.modeling.text_vocabulary import load_class_names
 from sed.solver import build_optimizer
 
 logger = logging.getLogger("sed")
+
+
+def create_ddp_model(model, **kwargs):
+    """detectron2's ``create_ddp_model``, also for CPU processes (gloo), where
+    DistributedDataParallel must not be given ``device_ids``."""
+    if comm.get_world_size() > 1 and next(model.parameters()).device.type == "cpu":
+        kwargs["device_ids"] = None
+    return _create_ddp_model(model, **kwargs)
+
+
+_create_ddp_model = defaults.create_ddp_model
+defaults.create_ddp_model = create_ddp_model  # DefaultTrainer builds its DDP model through it
 
 
 class Trainer(DefaultTrainer):

@@ -1,5 +1,6 @@
 """run.sh / eval.sh / train_net.py end to end on the embedded default dataset."""
 import json
+import re
 import subprocess
 
 import pytest
@@ -33,7 +34,8 @@ def test_train_then_resume_then_evaluate(tmp_path, env_with_datasets):
     result = sh("run.sh", "configs/synthetic_tiny.yaml", "0", str(out), *FAST, env=env_with_datasets)
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
-    assert "| mIoU" in log and "red circle" in log
+    assert re.search(r"\|\s+mIoU\s+\|\s+fwIoU\s+\|\s+mACC\s+\|\s+pACC", log)
+    assert re.search(r"\| red circle\s+\|\s+[\d.]+ \|", log)
     assert (out / "model_final.pth").is_file() and (out / "last_checkpoint").read_text() == "model_final.pth"
     metrics = json.loads((out / "results.json").read_text())["sed_synthetic_val"]["sem_seg"]
     assert {"mIoU", "fwIoU", "mACC", "pACC", "IoU-red circle"} <= set(metrics)

@@ -6,7 +6,8 @@ usage() {
     cat >&2 <<USAGE
 usage: sh $SCRIPT CONFIG NUM_GPUS OUTPUT_DIR [KEY VALUE ...]
   CONFIG      a config file, e.g. configs/convnextB_768.yaml
-  NUM_GPUS    GPUs to use on this machine; 0 (or no GPU present) runs on the CPU
+  NUM_GPUS    GPUs to use on this machine; 0 runs one CPU process (without a GPU,
+              N > 0 runs N CPU processes)
   OUTPUT_DIR  folder for checkpoints, logs and results
   KEY VALUE   config overrides, e.g. MODEL.WEIGHTS path/to/model.pth TEST.FAST_INFERENCE True
 USAGE
@@ -32,9 +33,13 @@ fi
 
 GPUS_PRESENT=$("$PYTHON" -c "import torch; print(torch.cuda.device_count())") || {
     echo "$SCRIPT: could not import torch with $PYTHON; run: bash tools/install.sh" >&2; exit 1; }
-if [ "$NUM_GPUS" -eq 0 ] || [ "$GPUS_PRESENT" -eq 0 ]; then
-    [ "$NUM_GPUS" -eq 0 ] || echo "$SCRIPT: no GPU found, running on the CPU" >&2
+if [ "$NUM_GPUS" -eq 0 ]; then
     LAUNCH_ARGS="--num-gpus 1"
+    DEVICE_OPTS="MODEL.DEVICE cpu"
+elif [ "$GPUS_PRESENT" -eq 0 ]; then
+    # No GPU: NUM_GPUS CPU processes (gloo), e.g. to try the distributed path.
+    echo "$SCRIPT: no GPU found, running $NUM_GPUS process(es) on the CPU" >&2
+    LAUNCH_ARGS="--num-gpus $NUM_GPUS --dist-url auto"
     DEVICE_OPTS="MODEL.DEVICE cpu"
 else
     [ "$NUM_GPUS" -le "$GPUS_PRESENT" ] || {

@@ -102,6 +102,20 @@ def load_sem_seg_label(path: str, dtype=int) -> np.ndarray:
         return np.array(image, dtype=dtype)
 
 
+def palette(num_classes: int) -> List[List[int]]:
+    """Distinct RGB colours, the PASCAL VOC colour map: the bits of the class index are
+    spread over the high bits of R, G and B."""
+    colours = []
+    for index in range(num_classes):
+        rgb, c = [0, 0, 0], index
+        for bit in range(7, -1, -1):
+            for channel in range(3):
+                rgb[channel] |= ((c >> channel) & 1) << bit
+            c >>= 3
+        colours.append(rgb)
+    return colours
+
+
 def register_all(root: str) -> None:
     for spec in DATASETS:
         if spec.name in DatasetCatalog.list():
@@ -114,6 +128,7 @@ def register_all(root: str) -> None:
             image_root=os.path.join(root, spec.image_dir),
             sem_seg_root=os.path.join(root, spec.label_dir),
             stuff_classes=names,
+            stuff_colors=palette(len(names)),
             vocabulary=str(VOCABULARY_DIR / spec.vocabulary),
             ignore_label=spec.ignore_label,
             background_from=spec.background_from,
