@@ -24,6 +24,7 @@ from sed.data.evaluation import SEDSemSegEvaluator
 from sed.data.mapper import MAPPER_REGISTRY
 from sed.modeling.text_vocabulary import load_class_names
 from sed.solver import build_optimizer
+from sed.train_loop import AMP_DTYPES, AccumulatingTrainer
 
 logger = logging.getLogger("sed")
 
@@ -41,10 +42,24 @@ defaults.create_ddp_model = create_ddp_model  # DefaultTrainer builds its DDP mo
 
 
 class Trainer(DefaultTrainer):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        base = self._trainer
+        self._trainer = AccumulatingTrainer(
+            base.model, base.data_loader, base.optimizer,
+            accumulation_steps=cfg.SOLVER.GRAD_ACCUM_STEPS,
+            amp_dtype=AMP_DTYPES[cfg.SOLVER.AMP.PRECISION] if cfg.SOLVER.AMP.ENABLED else None,
+            device_type=torch.device(cfg.MODEL.DEVICE).type,
+        )
+
     @classmethod
     def build_train_loader(cls, cfg):
+        """Loader of micro-batches: IMS_PER_BATCH / GRAD_ACCUM_STEPS images each."""
         mapper = MAPPER_REGISTRY.get(cfg.INPUT.DATASET_MAPPER_NAME)(cfg)
-        return build_detection_train_loader(cfg, mapper=mapper)
+        micro = cfg.clone()
+        micro.defrost()
+        micro.SOLVER.IMS_PER_BATCH = cfg.SOLVER.IMS_PER_BATCH // cfg.SOLVER.GRAD_ACCUM_STEPS
+        return build_detection_train_loader(micro, mapper=mapper)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -54,6 +69,16 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_optimizer(cls, cfg, model):
         return build_optimizer(cfg, model)
+
+
+def check_solver(cfg) -> None:
+    solver = cfg.SOLVER
+    steps, world = solver.GRAD_ACCUM_STEPS, comm.get_world_size()
+    if steps < 1 or solver.IMS_PER_BATCH % (steps * world):
+        raise ValueError(f"SOLVER.IMS_PER_BATCH ({solver.IMS_PER_BATCH}) must be a multiple of "
+                         f"SOLVER.GRAD_ACCUM_STEPS ({steps}) x processes ({world})")
+    if solver.AMP.PRECISION not in AMP_DTYPES:
+        raise ValueError(f"SOLVER.AMP.PRECISION={solver.AMP.PRECISION!r}; choose one of {sorted(AMP_DTYPES)}")
 
 
 def check_vocabularies(cfg) -> None:
@@ -107,6 +132,7 @@ def setup(args):
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="sed")
     check_vocabularies(cfg)
+    check_solver(cfg)
     return cfg
 
 

@@ -51,6 +51,11 @@ def add_sed_config(cfg: CN) -> None:
 
     # Learning-rate multiplier of the CLIP image tower.
     cfg.SOLVER.CLIP_MULTIPLIER = 0.01
+    # Micro-batches per optimizer step: each holds IMS_PER_BATCH / GRAD_ACCUM_STEPS images, so
+    # the effective batch stays IMS_PER_BATCH on fewer or smaller GPUs.
+    cfg.SOLVER.GRAD_ACCUM_STEPS = 1
+    # Autocast type when SOLVER.AMP.ENABLED: "float16" (with gradient scaling) or "bfloat16".
+    cfg.SOLVER.AMP.PRECISION = "float16"
     # Default optimizer of the recipe.
     cfg.SOLVER.OPTIMIZER = "ADAMW"
     # Mapper of the training data (a name in sed.data.mapper.MAPPER_REGISTRY).

@@ -1,0 +1,138 @@
+"""Training machinery: accumulation, NaN losses, config errors, distributed CPU training,
+and one step of the training loop on the released-format fixture."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import SimpleTrainer
+
+from conftest import ROOT, tiny_model
+from sed.train_loop import AccumulatingTrainer
+from test_scripts import FAST, sh
+
+
+def batches(n, size=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [{"image": torch.randint(0, 256, (3, size, size), generator=g, dtype=torch.uint8),
+             "sem_seg": torch.randint(0, 5, (size, size), generator=g)} for _ in range(n)]
+
+
+def gradients_after_one_step(trainer_cls, loader, **kwargs):
+    model = tiny_model(seed=1).train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)
+    trainer = trainer_cls(model, loader, optimizer, **kwargs)
+    trainer.iter = 0
+    from detectron2.utils.events import EventStorage
+
+    with EventStorage(0) as storage:
+        trainer.storage = storage
+        trainer.run_step()
+        losses = {k: v.latest() for k, v in storage.histories().items() if k.startswith("loss")}
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, losses
+
+
+def test_gradient_accumulation_equals_the_full_batch():
+    data = batches(4)
+    full, full_losses = gradients_after_one_step(SimpleTrainer, iter([data]))
+    accumulated, acc_losses = gradients_after_one_step(AccumulatingTrainer, iter([data[:2], data[2:]]),
+                                                       accumulation_steps=2, device_type="cpu")
+    assert full.keys() == accumulated.keys() and len(full) > 100
+    for name in full:
+        assert torch.allclose(full[name], accumulated[name], atol=1e-6, rtol=1e-4), name
+    for name in full_losses:
+        assert acc_losses[name] == pytest.approx(full_losses[name], rel=1e-5)
+
+
+def test_bfloat16_autocast_step_runs_on_cpu():
+    grads, losses = gradients_after_one_step(AccumulatingTrainer, iter([batches(2)]), amp_dtype=torch.bfloat16,
+                                             device_type="cpu")
+    assert all(torch.isfinite(g).all() for g in grads.values()) and losses
+
+
+def train_net(*opts, env, out):
+    cmd = [sys.executable, "train_net.py", "--config-file", "configs/synthetic_tiny.yaml", "OUTPUT_DIR", str(out),
+           *FAST, *opts]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_unknown_config_key_is_named(tmp_path, env_with_datasets):
+    result = train_net("MODEL.SEM_SEG_HEAD.POOLING_SIZE", "[1,1]", env=env_with_datasets, out=tmp_path)
+    assert result.returncode != 0 and "Non-existent key: MODEL.SEM_SEG_HEAD.POOLING_SIZE" in result.stderr
+
+
+def test_vocabulary_of_the_wrong_length_fails_early(tmp_path, env_with_datasets):
+    result = train_net("MODEL.SEM_SEG_HEAD.TRAIN_CLASS_JSON", "datasets/voc20.json", env=env_with_datasets, out=tmp_path)
+    assert result.returncode != 0
+    assert "datasets/voc20.json has 20 classes but dataset 'sed_synthetic_train' has 5" in result.stderr
+
+
+def test_nan_loss_stops_with_iteration_and_keeps_last_good_checkpoint(tmp_path, synthetic_root, monkeypatch):
+    sys.path.insert(0, str(ROOT))
+    import train_net as tn
+
+    from sed.modeling import SED
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(synthetic_root))
+    args = tn.default_argument_parser().parse_args(
+        ["--config-file", str(ROOT / "configs" / "synthetic_tiny.yaml"), "OUTPUT_DIR", str(tmp_path), *FAST,
+         "SOLVER.MAX_ITER", "10", "SOLVER.CHECKPOINT_PERIOD", "2", "MODEL.SEM_SEG_HEAD.TEXT_CACHE_DIR", ""])
+    cfg = tn.setup(args)
+    forward = SED.forward
+    calls = {"n": 0}
+
+    def forward_with_nan(self, batched_inputs):
+        losses = forward(self, batched_inputs)
+        calls["n"] += 1
+        if self.training and calls["n"] == 4:
+            losses["loss_sem_seg_0"] = losses["loss_sem_seg_0"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(SED, "forward", forward_with_nan)
+    trainer = tn.Trainer(cfg)
+    with pytest.raises(FloatingPointError, match=r"(?s)iteration=3.*loss_sem_seg_0"):
+        trainer.train()
+    assert not (tmp_path / "model_final.pth").exists()
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
+    state = torch.load(tmp_path / "model_0000001.pth", weights_only=False)
+    assert state["iteration"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_two_cpu_processes_train_and_evaluate(tmp_path, env_with_datasets):
+    out = tmp_path / "out"
+    result = sh("run.sh", "configs/synthetic_tiny.yaml", "2", str(out), *FAST, env=env_with_datasets)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "World size: 2" in result.stdout + result.stderr
+    assert (out / "model_final.pth").is_file()
+    assert "mIoU" in json.loads((out / "results.json").read_text())["sed_synthetic_val"]["sem_seg"]
+
+
+def test_loss_falls_on_the_embedded_default(tmp_path, env_with_datasets):
+    out = tmp_path / "out"
+    result = sh("run.sh", "configs/synthetic_tiny.yaml", "0", str(out), *FAST, "SOLVER.MAX_ITER", "40",
+                "TEST.EVAL_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD", "100", env=env_with_datasets)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    losses = [r["total_loss"] for r in records if "total_loss" in r]
+    assert len(losses) == 2 and losses[1] < 0.9 * losses[0]
+
+
+def test_one_training_step_on_the_fixture_batch(monkeypatch):
+    from test_official_fixture import FIXTURE, build, require_fixture
+
+    require_fixture()
+    cases = torch.load(FIXTURE / "cases.pt", weights_only=True)["train"]
+    model = build("[2,2]").train()
+    loader = iter([[{"image": i, "sem_seg": t} for i, t in zip(cases["images"], cases["targets"])]])
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    trainer = AccumulatingTrainer(model, loader, optimizer, device_type="cpu")
+    from detectron2.utils.events import EventStorage
+
+    with EventStorage(0) as storage:
+        trainer.storage, trainer.iter = storage, 0
+        trainer.run_step()
+        for name, expected in cases["losses"].items():
+            assert storage.history(name).latest() == pytest.approx(expected, rel=1e-5)
+    DetectionCheckpointer(model)  # the trained model still checkpoints
