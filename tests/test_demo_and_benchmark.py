@@ -1,0 +1,108 @@
+"""tools/demo.py, the Python predictor API and tools/benchmark.py with a tiny model."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from detectron2.modeling import build_model
+from PIL import Image
+
+from conftest import ROOT, make_cfg
+
+TINY = ["MODEL.SEM_SEG_HEAD.PROMPT_TEMPLATES", "single", "MODEL.SEM_SEG_HEAD.TEXT_CACHE_DIR", ""]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = make_cfg("MODEL.ENC.CLIP_PRETRAINED_WEIGHTS", "", *TINY, config_file=ROOT / "configs" / "synthetic_tiny.yaml")
+    path = tmp_path_factory.mktemp("weights") / "tiny.pth"
+    torch.save({"model": build_model(cfg).state_dict()}, path)
+    return path
+
+
+def demo(*args):
+    return subprocess.run([sys.executable, "tools/demo.py", "--config-file", "configs/synthetic_tiny.yaml", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_demo_writes_every_output(tmp_path, weights):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(90, 120), (130, 100)]):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(inputs / f"img{i}.jpg")
+    (inputs / "broken.png").write_bytes(b"not an image")
+    (tmp_path / "classes.txt").write_text("red circle\ngreen square, lawn\nsky\n")
+    out = tmp_path / "out"
+    result = demo("--input", str(inputs), str(tmp_path / "nothing*.jpg"), "--output", str(out),
+                  "--vocabulary", str(tmp_path / "classes.txt"), "--batch-size", "2", "--save-probabilities",
+                  "--opts", "MODEL.WEIGHTS", str(weights), *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Skipping" in result.stderr and "broken.png" in result.stderr
+    assert "No input matches" in result.stderr
+    for i, (h, w) in enumerate([(90, 120), (130, 100)]):
+        labels = np.array(Image.open(out / f"img{i}_labels.png"))
+        assert labels.shape == (h, w) and labels.max() < 3
+        assert json.loads((out / f"img{i}_classes.json").read_text()) == {"0": "red circle", "1": "green square, lawn", "2": "sky"}
+        probs = np.load(out / f"img{i}_probs.npy")
+        assert probs.shape == (3, h, w) and np.array_equal(probs.astype(np.float32).argmax(0), labels)
+        overlay = np.array(Image.open(out / f"img{i}_overlay.png"))
+        assert overlay.shape[0] == h and overlay.shape[1] > w  # the legend panel is on the right
+        legend = overlay[:, w:]
+        assert (legend == 255).mean() > 0.5 and (legend < 128).any()  # white panel with swatches and text
+    assert not list(out.glob("broken*"))
+
+
+def test_demo_refuses_bad_input(tmp_path, weights):
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    result = demo("--input", str(tmp_path), "--output", str(tmp_path / "o"), "--vocabulary", str(empty))
+    assert result.returncode == 2 and "vocabulary is empty" in result.stderr
+    result = demo("--input", str(tmp_path / "missing.jpg"), "--output", str(tmp_path / "o"), "--vocabulary", "voc20")
+    assert result.returncode == 2 and "no input files found" in result.stderr
+
+
+def test_predictor_swaps_vocabularies_without_rebuilding(weights):
+    from sed import SEDPredictor
+
+    predictor = SEDPredictor.from_config_file(str(ROOT / "configs" / "synthetic_tiny.yaml"), weights=str(weights), opts=TINY)
+    model = predictor.model
+    image = np.random.default_rng(1).integers(0, 256, (100, 140, 3), dtype=np.uint8)
+    first = predictor(image, ["red circle", "sky", "grass"])
+    second = predictor(image, "voc20")
+    assert predictor.model is model
+    assert first.probabilities.shape == (3, 100, 140) and second.probabilities.shape == (20, 100, 140)
+    assert second.class_names[0] == "aeroplane" and first.labels.max() < 3
+    again = predictor(image, ["red circle", "sky", "grass"])
+    assert torch.equal(again.probabilities, first.probabilities)
+    swapped = predictor(image, ["grass", "sky", "red circle"])
+    assert torch.allclose(swapped.probabilities.flip(0), first.probabilities, atol=1e-5)
+
+
+def test_benchmark_writes_its_figures(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "tools/benchmark.py", "--config-file", "configs/synthetic_tiny.yaml", "--vocabulary", "12",
+         "--image-size", "128", "--warmup", "1", "--iters", "2", "--fast", "--topk", "2", "--output", str(out),
+         "--opts", *TINY], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures == json.loads(result.stdout[result.stdout.index("{"):])
+    assert figures["classes"] == 12 and figures["device"] == "cpu" and figures["fast_inference"]
+    assert 0 < figures["ms_per_image"]["p10"] <= figures["ms_per_image"]["median"] <= figures["ms_per_image"]["p90"]
+    assert figures["gflops_per_image"] > 0 and figures["peak_memory_mb"] > 0 and 1 <= figures["classes_kept"] <= 12
+    assert figures["parameters"] == 2_509_445 and figures["versions"]["torch"] == torch.__version__  # 1 template
+
+
+def test_benchmark_train_mode(tmp_path):
+    out = tmp_path / "train.json"
+    result = subprocess.run(
+        [sys.executable, "tools/benchmark.py", "--config-file", "configs/synthetic_tiny.yaml", "--vocabulary", "5",
+         "--train", "--batch-size", "2", "--warmup", "1", "--iters", "2", "--output", str(out), "--opts", *TINY],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["mode"] == "train" and figures["iterations_per_s"] > 0 and figures["image_size"] == 128
