@@ -27,8 +27,6 @@ def add_sed_config(cfg: CN) -> None:
     head.PROMPT_TEMPLATES = "imagenet"
     # Folder of the on-disk text-embedding cache ("" disables it).
     head.TEXT_CACHE_DIR = "~/.cache/sed/text_embeddings"
-    # Classes encoded per text-tower call when building class embeddings.
-    head.TEXT_BATCH_SIZE = 256
     # Width of the cost embedding and of the first decoder stage's input.
     head.HIDDEN_DIMS = 128
     # Output widths of the three decoder stages.
@@ -56,7 +54,7 @@ def add_sed_config(cfg: CN) -> None:
     cfg.SOLVER.GRAD_ACCUM_STEPS = 1
     # Autocast type when SOLVER.AMP.ENABLED: "float16" (with gradient scaling) or "bfloat16".
     cfg.SOLVER.AMP.PRECISION = "float16"
-    # Default optimizer of the recipe.
+    # Optimizer: "ADAMW" (the recipe) or "SGD".
     cfg.SOLVER.OPTIMIZER = "ADAMW"
     # Mapper of the training data (a name in sed.data.mapper.MAPPER_REGISTRY).
     cfg.INPUT.DATASET_MAPPER_NAME = "SemanticSegMapper"
