@@ -40,6 +40,9 @@ def add_sed_config(cfg: CN) -> None:
     # Average-pooling window before class aggregation (2x2 to train; [1, 1] in every
     # published evaluation).
     head.POOLING_SIZES = [2, 2]
+    # Class maps the decoder's per-class steps process at once: bounds memory for large
+    # vocabularies without changing outputs.
+    head.CLASS_CHUNK_SIZE = 128
     # Features of the CLIP image tower that guide decoder stages 1, 2, 3.
     head.GUIDANCE_FEATURES = ["res4", "res3", "res2"]
 

@@ -87,11 +87,13 @@ def test_benchmark_writes_its_figures(tmp_path):
     result = subprocess.run(
         [sys.executable, "tools/benchmark.py", "--config-file", "configs/synthetic_tiny.yaml", "--vocabulary", "12",
          "--image-size", "128", "--warmup", "1", "--iters", "2", "--fast", "--topk", "2", "--output", str(out),
+         "--random-text-embeddings",
          "--opts", *TINY], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(out.read_text())
     assert figures == json.loads(result.stdout[result.stdout.index("{"):])
     assert figures["classes"] == 12 and figures["device"] == "cpu" and figures["fast_inference"]
+    assert figures["random_text_embeddings"]
     assert 0 < figures["ms_per_image"]["p10"] <= figures["ms_per_image"]["median"] <= figures["ms_per_image"]["p90"]
     assert figures["gflops_per_image"] > 0 and figures["peak_memory_mb"] > 0 and 1 <= figures["classes_kept"] <= 12
     assert figures["parameters"] == 2_509_445 and figures["versions"]["torch"] == torch.__version__  # 1 template

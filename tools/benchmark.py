@@ -45,6 +45,8 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
+    parser.add_argument("--random-text-embeddings", action="store_true",
+                        help="skip encoding the vocabulary (random class embeddings): image-side figures only")
     parser.add_argument("--train", action="store_true", help="measure training iterations instead")
     parser.add_argument("--output", default="", help="JSON file for the results")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[])
@@ -129,6 +131,10 @@ def main(argv=None) -> int:
                 out = model(inputs)
             kept.append(float(np.mean([int((o["sem_seg"].flatten(1).amax(1) > 0).sum()) for o in out])))
 
+    if args.random_text_embeddings:
+        shape = model.text_embeddings(["probe"]).shape[1:]  # (P, C)
+        text = torch.nn.functional.normalize(torch.randn(len(names), *shape), dim=-1)
+        model.class_embeddings.put(names, text.to(device))
     model.text_embeddings(names)  # computed (or read from the cache) before timing
     times = timed(step, device, args.warmup, args.iters)
     per_image = sorted(t / args.batch_size * 1000 for t in times)
@@ -136,7 +142,8 @@ def main(argv=None) -> int:
         "mode": "train" if args.train else "inference",
         "config": args.config_file, "opts": args.opts, "classes": len(names), "image_size": size,
         "batch_size": args.batch_size, "dtype": args.dtype, "fast_inference": args.fast,
-        "topk": args.topk if args.fast else None, "device": device.type,
+        "topk": args.topk if args.fast else None, "random_text_embeddings": args.random_text_embeddings,
+        "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(),
         "ms_per_image": {"median": statistics.median(per_image), "p10": float(np.percentile(per_image, 10)),

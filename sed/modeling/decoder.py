@@ -1,8 +1,12 @@
 """Gradual fusion decoder: three up-sampling stages from the 1/32 cost embedding to 1/4,
 guided by the encoder's features and the cost volume, with one early-rejection head
 before each stage.
+
+Everything except class aggregation acts on each class map alone, so those steps run
+``chunk_size`` maps at a time: memory stays bounded for large vocabularies (ADE-847) and
+the outputs do not change.
 """
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -23,6 +27,7 @@ class GradualFusionDecoder(nn.Module):
         kernel_sizes: Sequence[int],
         num_heads: int,
         pooling_size: Sequence[int],
+        chunk_size: int,
     ):
         """
         Args:
@@ -31,9 +36,11 @@ class GradualFusionDecoder(nn.Module):
             guidance_dims: width of the encoder and cost-map guidance fused by each stage.
             encoder_channels: widths of the encoder features guiding each stage (res4, res3, res2).
             num_templates: P, the channels of the cost volume.
+            chunk_size: class maps processed together by the per-class steps.
         """
         super().__init__()
         in_dims = [hidden_dim, *decoder_dims[:-1]]
+        self.chunk_size = chunk_size
         self.encoder_guidance = nn.ModuleList(
             nn.Sequential(nn.Conv2d(c, g, kernel_size=3, padding=1), nn.ReLU())
             for c, g in zip(encoder_channels, guidance_dims)
@@ -56,6 +63,35 @@ class GradualFusionDecoder(nn.Module):
         """Encoder features (B, C_i, 2^i h, 2^i w) -> guidance (B, g_i, 2^i h, 2^i w)."""
         return [proj(f) for proj, f in zip(self.encoder_guidance, features)]
 
+    def run_stage(
+        self, i: int, x: torch.Tensor, cost_guidance: torch.Tensor, guidance: torch.Tensor, num_classes: int
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Stage ``i`` on the class maps of B images (image-major), chunk by chunk.
+
+        Args:
+            x: (B*T, C_i, h, w) class maps.
+            cost_guidance: (B*T, g_{i-1}, h, w) previous level of the cost-map guidance
+                (the cost volume (B*T, P, h, w) for the first stage).
+            guidance: (B, g_i, 2h, 2w) encoder guidance of this stage.
+        Returns:
+            the next class maps (B*T, C_{i+1}, 2h, 2w), or the final logits (B*T, 1, 2h, 2w)
+            after the last stage; and this stage's cost-map guidance (B*T, g_i, 2h, 2w)
+            (not kept after the last stage).
+        """
+        stage, project = self.stages[i], self.cost_guidance[i]
+        last = i == len(self.stages) - 1
+        x = stage.aggregate(x, num_classes, self.chunk_size)
+        image_of_map = torch.arange(x.shape[0], device=x.device) // num_classes
+        outputs, levels = [], []
+        for start in range(0, x.shape[0], self.chunk_size):
+            part = slice(start, start + self.chunk_size)
+            level = project(cost_guidance[part])
+            y = stage.upsample_fuse(x[part], guidance[image_of_map[part]], level)
+            outputs.append(self.head(y) if last else y)
+            if not last:
+                levels.append(level)
+        return torch.cat(outputs), (torch.cat(levels) if levels else None)
+
     def forward(
         self, embedding: torch.Tensor, cost: torch.Tensor, guidance: Sequence[torch.Tensor]
     ) -> List[torch.Tensor]:
@@ -73,12 +109,10 @@ class GradualFusionDecoder(nn.Module):
         batch, num_classes = cost.shape[:2]
         x, cost_guidance = embedding, cost.flatten(0, 1)
         aux = []
-        for stage, reject, project, enc in zip(self.stages, self.rejection_heads, self.cost_guidance, guidance):
+        for i, reject in enumerate(self.rejection_heads):
             aux.append(reject(x.detach()).view(batch, num_classes, *x.shape[-2:]))
-            cost_guidance = project(cost_guidance)
-            x = stage(x, num_classes, enc, cost_guidance)
-        final = self.head(x).view(batch, num_classes, *x.shape[-2:])
-        return [final, *aux]
+            x, cost_guidance = self.run_stage(i, x, cost_guidance, guidance[i], num_classes)
+        return [x.view(batch, num_classes, *x.shape[-2:]), *aux]
 
     def forward_fast(
         self, embedding: torch.Tensor, cost: torch.Tensor, guidance: Sequence[torch.Tensor], topk: int
@@ -96,12 +130,11 @@ class GradualFusionDecoder(nn.Module):
         for b in range(batch):
             x, cost_guidance = maps[b], cost[b]
             kept = torch.arange(num_classes, device=x.device)
-            for stage, reject, project, enc in zip(self.stages, self.rejection_heads, self.cost_guidance, guidance):
+            for i, reject in enumerate(self.rejection_heads):
                 selected = select_top_classes(reject(x)[:, 0], topk)
-                x, kept = x[selected], kept[selected]
-                cost_guidance = project(cost_guidance[selected])
-                x = stage(x, len(kept), enc[b : b + 1], cost_guidance)
+                x, kept, cost_guidance = x[selected], kept[selected], cost_guidance[selected]
+                x, cost_guidance = self.run_stage(i, x, cost_guidance, guidance[i][b : b + 1], len(kept))
             probs = x.new_zeros(num_classes, *x.shape[-2:])
-            probs[kept] = self.head(x)[:, 0].sigmoid()
+            probs[kept] = x[:, 0].sigmoid()
             outputs.append(probs)
         return torch.stack(outputs)

@@ -30,7 +30,8 @@ class ConvNeXtBlock(nn.Module):
 
 
 class DecoderStage(nn.Module):
-    """(B*T, in_dim, h, w) class maps -> (B*T, out_dim, 2h, 2w)."""
+    """(B*T, in_dim, h, w) class maps -> (B*T, out_dim, 2h, 2w), in two steps: ``aggregate``
+    (needs all classes of an image) and ``upsample_fuse`` (any subset of maps)."""
 
     def __init__(
         self,
@@ -55,23 +56,20 @@ class DecoderStage(nn.Module):
             nn.ReLU(inplace=True),
         )
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        num_classes: int,
-        encoder_guidance: torch.Tensor,
-        cost_guidance: torch.Tensor,
-    ) -> torch.Tensor:
-        """
+    def aggregate(self, x: torch.Tensor, num_classes: int, chunk_size: int) -> torch.Tensor:
+        """Spatial aggregation of each class map (``chunk_size`` maps at a time), then class
+        aggregation across the T classes of each image. (B*T, in_dim, h, w) -> same shape."""
+        x = torch.cat([self.spatial(part) for part in x.split(chunk_size)])
+        return self.classes(x, num_classes)
+
+    def upsample_fuse(self, x: torch.Tensor, encoder_guidance: torch.Tensor, cost_guidance: torch.Tensor) -> torch.Tensor:
+        """Up-sample class maps and fuse them with their guidance.
+
         Args:
-            x: (B*T, in_dim, h, w) class maps, image-major.
-            num_classes: T.
-            encoder_guidance: (B, g, 2h, 2w), shared by the classes of an image.
-            cost_guidance: (B*T, g, 2h, 2w), one per class.
+            x: (N, in_dim, h, w) class maps.
+            encoder_guidance: (N, g, 2h, 2w), the guidance of each map's image.
+            cost_guidance: (N, g, 2h, 2w).
         Returns:
-            (B*T, out_dim, 2h, 2w).
+            (N, out_dim, 2h, 2w).
         """
-        x = self.classes(self.spatial(x), num_classes)
-        x = self.up(x)
-        encoder_guidance = encoder_guidance.repeat_interleave(num_classes, dim=0)
-        return self.fuse(torch.cat([x, encoder_guidance, cost_guidance], dim=1))
+        return self.fuse(torch.cat([self.up(x), encoder_guidance, cost_guidance], dim=1))

@@ -134,6 +134,7 @@ class SED(nn.Module):
                 kernel_sizes=head.KERNEL_SIZE,
                 num_heads=head.NUM_HEADS,
                 pooling_size=head.POOLING_SIZES,
+                chunk_size=head.CLASS_CHUNK_SIZE,
             ),
             "train_class_names": load_class_names(head.TRAIN_CLASS_JSON),
             "test_class_names": load_class_names(head.TEST_CLASS_JSON),

@@ -84,6 +84,12 @@ class ClassEmbeddingCache:
         self._memory.clear()
         self._weights_digest = None
 
+    def put(self, class_names: Sequence[str], embeddings: torch.Tensor) -> None:
+        """Use ``embeddings`` (T, P, C) for ``class_names`` (in memory only), e.g. precomputed ones."""
+        if embeddings.shape[0] != len(class_names):
+            raise ValueError(f"{embeddings.shape[0]} embeddings for {len(class_names)} class names")
+        self._memory[tuple(class_names)] = embeddings.float()
+
     def get(self, clip_model: nn.Module, class_names: Sequence[str]) -> torch.Tensor:
         """Return the (T, P, C) float32 embeddings of ``class_names`` on the model's device."""
         key = tuple(class_names)
