@@ -76,6 +76,7 @@ def test_nan_loss_stops_with_iteration_and_keeps_last_good_checkpoint(tmp_path, 
     from sed.modeling import SED
 
     monkeypatch.setenv("DETECTRON2_DATASETS", str(synthetic_root))
+    monkeypatch.chdir(ROOT)  # the config names files relative to the repository
     args = tn.default_argument_parser().parse_args(
         ["--config-file", str(ROOT / "configs" / "synthetic_tiny.yaml"), "OUTPUT_DIR", str(tmp_path), *FAST,
          "SOLVER.MAX_ITER", "10", "SOLVER.CHECKPOINT_PERIOD", "2", "MODEL.SEM_SEG_HEAD.TEXT_CACHE_DIR", ""])

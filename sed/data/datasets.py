@@ -73,8 +73,10 @@ def dataset_root() -> str:
     return os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
 
 
-def load_split(spec: SemSegDataset, root: str) -> List[Dict]:
-    """detectron2 dataset dicts of a split; fails clearly when its folders are missing."""
+def load_split(spec: SemSegDataset) -> List[Dict]:
+    """detectron2 dataset dicts of a split, read under the dataset root of the moment; fails
+    clearly when its folders are missing."""
+    root = dataset_root()
     for folder in (spec.image_dir, spec.label_dir):
         path = os.path.join(root, folder)
         if not os.path.isdir(path):
@@ -116,17 +118,15 @@ def palette(num_classes: int) -> List[List[int]]:
     return colours
 
 
-def register_all(root: str) -> None:
+def register_all() -> None:
     for spec in DATASETS:
         if spec.name in DatasetCatalog.list():
             continue
-        DatasetCatalog.register(spec.name, lambda spec=spec: load_split(spec, root))
+        DatasetCatalog.register(spec.name, lambda spec=spec: load_split(spec))
         names = class_names(spec.vocabulary)
         if spec.background_from >= 0:
             names = names[: spec.background_from] + ["background"]
         MetadataCatalog.get(spec.name).set(
-            image_root=os.path.join(root, spec.image_dir),
-            sem_seg_root=os.path.join(root, spec.label_dir),
             stuff_classes=names,
             stuff_colors=palette(len(names)),
             vocabulary=str(VOCABULARY_DIR / spec.vocabulary),
@@ -136,4 +136,4 @@ def register_all(root: str) -> None:
         )
 
 
-register_all(dataset_root())
+register_all()

@@ -133,13 +133,15 @@ class ClassEmbeddingCache:
         synonyms = [name.split(SYNONYM_SEPARATOR) for name in names]
         prompts = [t.format(s) for syn in synonyms for t in self.templates for s in syn]
         tokens = self.tokenizer(prompts)
+        # Prompts of similar length share a call, so each call's context is cut short.
+        order = tokens.argmax(dim=-1).argsort(stable=True)
         chunks = range(0, len(prompts), PROMPTS_PER_CALL)
-        encoded = [
-            F.normalize(encode_prompts(clip_model, tokens[i : i + PROMPTS_PER_CALL].to(device)).float(), dim=-1)
+        encoded = torch.cat([
+            F.normalize(encode_prompts(clip_model, tokens[order[i : i + PROMPTS_PER_CALL]].to(device)).float(), dim=-1)
             for i in tqdm(chunks, desc=f"Encoding {len(names)} class names", unit="batch",
                           disable=len(chunks) < 4)
-        ]
-        encoded = torch.cat(encoded)
+        ])
+        encoded = encoded[order.argsort().to(encoded.device)]
         out, start = [], 0
         for syn in synonyms:
             count = len(self.templates) * len(syn)
