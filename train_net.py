@@ -12,7 +12,7 @@ import os
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
-from detectron2.data import MetadataCatalog, build_detection_train_loader
+from detectron2.data import MetadataCatalog, build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, defaults, launch
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.utils import comm
@@ -22,6 +22,7 @@ from tabulate import tabulate
 from sed import add_sed_config
 from sed.data.evaluation import SEDSemSegEvaluator
 from sed.data.mapper import MAPPER_REGISTRY
+from sed.data.sampler import ResumableTrainingSampler
 from sed.modeling.text_vocabulary import load_class_names
 from sed.solver import build_optimizer
 from sed.train_loop import AMP_DTYPES, AccumulatingTrainer
@@ -52,14 +53,28 @@ class Trainer(DefaultTrainer):
             device_type=torch.device(cfg.MODEL.DEVICE).type,
         )
 
+    def resume_or_load(self, resume=True):
+        super().resume_or_load(resume=resume)
+        if self.start_iter > 0:  # continue the image stream where the checkpointed run was
+            self._trainer.reset_data_loader(lambda: self.build_train_loader(self.cfg, self.start_iter))
+
     @classmethod
-    def build_train_loader(cls, cfg):
-        """Loader of micro-batches: IMS_PER_BATCH / GRAD_ACCUM_STEPS images each."""
-        mapper = MAPPER_REGISTRY.get(cfg.INPUT.DATASET_MAPPER_NAME)(cfg)
-        micro = cfg.clone()
-        micro.defrost()
-        micro.SOLVER.IMS_PER_BATCH = cfg.SOLVER.IMS_PER_BATCH // cfg.SOLVER.GRAD_ACCUM_STEPS
-        return build_detection_train_loader(micro, mapper=mapper)
+    def build_train_loader(cls, cfg, start_iter: int = 0):
+        """Loader of micro-batches (IMS_PER_BATCH / GRAD_ACCUM_STEPS images each), past the
+        images of the first ``start_iter`` iterations. The shuffle is seeded with SEED when
+        it is set, so a resumed run reads the images an uninterrupted one would."""
+        dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN)
+        sampler = ResumableTrainingSampler(
+            len(dataset), seed=cfg.SEED if cfg.SEED >= 0 else None,
+            skip=start_iter * cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size())
+        return build_detection_train_loader(
+            dataset=dataset,
+            mapper=MAPPER_REGISTRY.get(cfg.INPUT.DATASET_MAPPER_NAME)(cfg),
+            sampler=sampler,
+            total_batch_size=cfg.SOLVER.IMS_PER_BATCH // cfg.SOLVER.GRAD_ACCUM_STEPS,
+            aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
+        )
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

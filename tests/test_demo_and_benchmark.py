@@ -108,3 +108,21 @@ def test_benchmark_train_mode(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(out.read_text())
     assert figures["mode"] == "train" and figures["iterations_per_s"] > 0 and figures["image_size"] == 128
+
+
+def test_demo_segments_every_frame_of_a_video(tmp_path, weights):
+    import cv2
+
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (96, 64))
+    for i in range(3):
+        writer.write(np.full((64, 96, 3), 40 * i, np.uint8))
+    writer.release()
+    out = tmp_path / "out"
+    result = demo("--input", str(video), "--output", str(out), "--vocabulary", "red circle", "sky",
+                  "--opts", "MODEL.WEIGHTS", str(weights), *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in out.glob("clip_*_labels.png")) == [f"clip_00000{i}_labels.png" for i in range(3)]
+    assert np.array(Image.open(out / "clip_000002_labels.png")).shape == (64, 96)
+    capture = cv2.VideoCapture(str(out / "clip_overlay.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3

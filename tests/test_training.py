@@ -137,3 +137,49 @@ def test_one_training_step_on_the_fixture_batch(monkeypatch):
         for name, expected in cases["losses"].items():
             assert storage.history(name).latest() == pytest.approx(expected, rel=1e-5)
     DetectionCheckpointer(model)  # the trained model still checkpoints
+
+
+def test_resumed_loader_continues_the_image_stream(synthetic_root, monkeypatch):
+    sys.path.insert(0, str(ROOT))
+    import train_net as tn
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(synthetic_root))
+    monkeypatch.chdir(ROOT)
+    args = tn.default_argument_parser().parse_args(
+        ["--config-file", "configs/synthetic_tiny.yaml", "OUTPUT_DIR", "/tmp/unused", *FAST, "SEED", "3",
+         "SOLVER.IMS_PER_BATCH", "2"])
+    cfg = tn.setup(args)
+
+    def files(loader, n):
+        stream = iter(loader)
+        return [[d["file_name"] for d in next(stream)] for _ in range(n)]
+
+    uninterrupted = files(tn.Trainer.build_train_loader(cfg), 6)
+    resumed = files(tn.Trainer.build_train_loader(cfg, start_iter=3), 3)
+    assert resumed == uninterrupted[3:]
+    assert len({f for batch in uninterrupted for f in batch}) > 4
+
+
+def test_killed_run_resumes_to_the_end(tmp_path, env_with_datasets):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    args = ["sh", "run.sh", "configs/synthetic_tiny.yaml", "0", str(out), *FAST, "SOLVER.MAX_ITER", "60",
+            "SOLVER.CHECKPOINT_PERIOD", "4", "TEST.EVAL_PERIOD", "0"]
+    run = subprocess.Popen(args, cwd=ROOT, env=env_with_datasets, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not (out / "last_checkpoint").exists() and time.time() < deadline and run.poll() is None:
+        time.sleep(0.1)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    assert (out / "model_0000003.pth").exists() and not (out / "model_final.pth").exists()
+    done = (out / "last_checkpoint").read_text()
+    start = int(done[len("model_"):-len(".pth")]) + 1
+    result = subprocess.run(args, cwd=ROOT, env=env_with_datasets, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Starting training from iteration {start}" in result.stdout + result.stderr
+    assert (out / "model_final.pth").is_file()
+    assert start < 60 and torch.load(out / "model_final.pth", weights_only=False)["iteration"] == 59
