@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+TOKENS_PER_CHUNK = 1 << 24  # elements of the (pixels, T, C) token tensor handled at once
+
 
 def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Linear attention over the S keys ("Transformers are RNNs").
@@ -56,6 +58,11 @@ class ClassAggregation(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
 
+    def transformer_layer(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Pre-norm attention + MLP across classes: (N pixels, T, C) -> (N, T, C)."""
+        tokens = tokens + self.attention(self.norm1(tokens))
+        return tokens + self.MLP(self.norm2(tokens))
+
     def forward(self, x: torch.Tensor, num_classes: int) -> torch.Tensor:
         """
         Args:
@@ -69,8 +76,10 @@ class ClassAggregation(nn.Module):
         ph, pw = pooled.shape[-2:]
         # (B, T, C, ph, pw) -> (B*ph*pw, T, C): one sequence of classes per pooled pixel.
         tokens = pooled.view(-1, num_classes, c, ph * pw).permute(0, 3, 1, 2).reshape(-1, num_classes, c)
-        tokens = tokens + self.attention(self.norm1(tokens))
-        tokens = tokens + self.MLP(self.norm2(tokens))
+        # Pixels are independent: a bounded number of them at a time keeps memory in check
+        # for large vocabularies.
+        rows = max(1, TOKENS_PER_CHUNK // (num_classes * c))
+        tokens = torch.cat([self.transformer_layer(part) for part in tokens.split(rows)])
         y = tokens.view(-1, ph, pw, num_classes, c).permute(0, 3, 4, 1, 2).reshape(bt, c, ph, pw)
         if (ph, pw) != (h, w):
             y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=True)
