@@ -6,7 +6,6 @@ import sys
 
 import pytest
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import SimpleTrainer
 
 from conftest import ROOT, tiny_model
@@ -136,7 +135,6 @@ def test_one_training_step_on_the_fixture_batch(monkeypatch):
         trainer.run_step()
         for name, expected in cases["losses"].items():
             assert storage.history(name).latest() == pytest.approx(expected, rel=1e-5)
-    DetectionCheckpointer(model)  # the trained model still checkpoints
 
 
 def test_resumed_loader_continues_the_image_stream(synthetic_root, monkeypatch):

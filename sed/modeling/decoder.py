@@ -6,7 +6,7 @@ Everything except class aggregation acts on each class map alone, so those steps
 ``chunk_size`` maps at a time: memory stays bounded for large vocabularies (ADE-847) and
 the outputs do not change.
 """
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -65,7 +65,7 @@ class GradualFusionDecoder(nn.Module):
 
     def run_stage(
         self, i: int, x: torch.Tensor, cost_guidance: torch.Tensor, guidance: torch.Tensor, num_classes: int
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Stage ``i`` on the class maps of B images (image-major), chunk by chunk.
 
         Args:
