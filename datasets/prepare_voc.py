@@ -9,7 +9,6 @@ VOCdevkit/VOC2012/annotations_detectron2/val and annotations_detectron2_bg/val.
 """
 from pathlib import Path
 
-import numpy as np
 
 from sed.data.prepare import lookup_table, parse_args, read_label, require, run_jobs, save_atomic
 
