@@ -20,12 +20,13 @@ from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
 from sed import add_sed_config
+from sed.config import AMP_DTYPES
 from sed.data.evaluation import SEDSemSegEvaluator
 from sed.data.mapper import MAPPER_REGISTRY
 from sed.data.sampler import ResumableTrainingSampler
 from sed.modeling.text_vocabulary import load_class_names
 from sed.solver import build_optimizer
-from sed.train_loop import AMP_DTYPES, AccumulatingTrainer
+from sed.train_loop import AccumulatingTrainer
 
 logger = logging.getLogger("sed")
 

@@ -1,5 +1,9 @@
 """SED's additions to detectron2's config (`add_sed_config`)."""
+import torch
 from detectron2.config import CfgNode as CN
+
+# Autocast types named by SOLVER.AMP.PRECISION and TEST.PRECISION.
+AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def add_sed_config(cfg: CN) -> None:
@@ -41,14 +45,18 @@ def add_sed_config(cfg: CN) -> None:
     # published evaluation).
     head.POOLING_SIZES = [2, 2]
     # Class maps the decoder's per-class steps process at once: bounds memory for large
-    # vocabularies without changing outputs.
-    head.CLASS_CHUNK_SIZE = 128
+    # vocabularies without changing outputs. 0: by device (4 on CPU, where a chunk then stays
+    # in cache; 128 on GPU).
+    head.CLASS_CHUNK_SIZE = 0
     # Features of the CLIP image tower that guide decoder stages 1, 2, 3.
     head.GUIDANCE_FEATURES = ["res4", "res3", "res2"]
 
     # Category early rejection at test time: keep the classes in any pixel's top TOPK.
     cfg.TEST.FAST_INFERENCE = False
     cfg.TEST.TOPK = 8
+    # Inference precision: "float32", or autocast to "bfloat16" / "float16" (faster on GPUs,
+    # opt-in: outputs move beyond the float32 tolerances; README, Speed).
+    cfg.TEST.PRECISION = "float32"
 
     # Learning-rate multiplier of the CLIP image tower.
     cfg.SOLVER.CLIP_MULTIPLIER = 0.01

@@ -6,8 +6,6 @@ from typing import Optional
 import torch
 from detectron2.engine import SimpleTrainer
 
-AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-
 
 class AccumulatingTrainer(SimpleTrainer):
     """detectron2's SimpleTrainer, with one optimizer step per ``accumulation_steps``

@@ -99,6 +99,50 @@ def test_benchmark_writes_its_figures(tmp_path):
     assert figures["parameters"] == 2_509_445 and figures["versions"]["torch"] == torch.__version__  # 1 template
 
 
+def test_benchmark_early_rejection_curve(tmp_path):
+    out, plot = tmp_path / "curve.json", tmp_path / "curve.png"
+    result = subprocess.run(
+        [sys.executable, "tools/benchmark.py", "--config-file", "configs/synthetic_tiny.yaml", "--vocabulary", "12",
+         "--image-size", "128", "--warmup", "0", "--iters", "1", "--fast", "--ranked-rejection", "--topk", "2", "5",
+         "--random-text-embeddings", "--output", str(out), "--plot", str(plot), "--opts", *TINY],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    curve = json.loads(out.read_text())["curve"]
+    assert [(p["topk"], p["classes_kept"]) for p in curve] == [(None, 12), (2, 2), (5, 5)]
+    assert all(p["ms_per_image"]["median"] > 0 for p in curve)
+    assert Image.open(plot).size[0] > 0
+    refused = subprocess.run([sys.executable, "tools/benchmark.py", "--config-file", "configs/synthetic_tiny.yaml",
+                              "--topk", "2", "5"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and "add --fast" in refused.stderr
+
+
+def test_benchmark_reduced_precision_reports_its_agreement(tmp_path):
+    out = tmp_path / "bf16.json"
+    result = subprocess.run(
+        [sys.executable, "tools/benchmark.py", "--config-file", "configs/synthetic_tiny.yaml", "--vocabulary", "6",
+         "--image-size", "96", "--warmup", "0", "--iters", "1", "--dtype", "bfloat16", "--no-flops",
+         "--random-text-embeddings", "--output", str(out), "--opts", *TINY],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["dtype"] == "bfloat16" and 0 < figures["argmax_agreement_vs_float32"] <= 1
+    assert 0 < figures["max_probability_change_vs_float32"] < 0.1
+    assert figures["float32_top2_margin_median"] >= 0
+
+
+def test_benchmark_text_only(tmp_path):
+    out, vocabulary = tmp_path / "text.json", tmp_path / "vocabulary.json"
+    vocabulary.write_text(json.dumps(["cat, kitty", "sky", "road, street, lane"]))
+    result = subprocess.run(
+        [sys.executable, "tools/benchmark.py", "--config-file", "configs/synthetic_tiny.yaml", "--vocabulary",
+         str(vocabulary), "--text-only", "--output", str(out), "--opts", *TINY],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["mode"] == "text" and figures["prompts"] == 6  # one template x (2 + 1 + 3) names
+    assert figures["prompts_per_s"] > 0 and "ms_per_image" not in figures
+
+
 def test_benchmark_train_mode(tmp_path):
     out = tmp_path / "train.json"
     result = subprocess.run(

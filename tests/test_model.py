@@ -6,6 +6,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from conftest import ROOT, make_cfg, tiny_model
+from sed.modeling import class_aggregation
 
 
 @pytest.mark.parametrize("config, expected", [
@@ -81,9 +82,11 @@ def test_class_chunks_do_not_change_outputs(fast, monkeypatch):
     model = tiny_model("TEST.FAST_INFERENCE", str(fast), "TEST.TOPK", "3", "MODEL.SEM_SEG_HEAD.POOLING_SIZES", "[1,1]")
     inputs = [{"image": torch.randint(0, 256, (3, 70, 90), dtype=torch.uint8)} for _ in range(2)]
     with torch.no_grad():
+        model.decoder.chunk_size = 1000
+        monkeypatch.setitem(class_aggregation.TOKENS_PER_CHUNK, "cpu", 1 << 30)
         whole = model(inputs)
-        model.decoder.chunk_size = 3  # 20 classes x 2 images in chunks of 3 maps, across images
-        monkeypatch.setattr("sed.modeling.class_aggregation.TOKENS_PER_CHUNK", 1000)  # a few pixels at a time
+        model.decoder.chunk_size = 3  # 20 classes x 2 images in chunks of 3 maps
+        monkeypatch.setitem(class_aggregation.TOKENS_PER_CHUNK, "cpu", 1000)  # a few pixels at a time
         chunked = model(inputs)
     for a, b in zip(whole, chunked):
         assert torch.allclose(a["sem_seg"], b["sem_seg"], atol=1e-6)

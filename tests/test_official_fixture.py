@@ -9,7 +9,7 @@ from detectron2.modeling import build_model
 from conftest import FIXTURE, make_cfg, require_fixture
 
 
-def build(pooling):
+def build(pooling, *opts):
     require_fixture()
     cfg = make_cfg(
         "MODEL.ENC.CLIP_MODEL_NAME", str(FIXTURE / "sedtest_tiny.json"),
@@ -18,6 +18,7 @@ def build(pooling):
         "MODEL.SEM_SEG_HEAD.TEST_CLASS_JSON", str(FIXTURE / "test_classes.json"),
         "MODEL.SEM_SEG_HEAD.POOLING_SIZES", pooling,
         "MODEL.WEIGHTS", str(FIXTURE / "model_final.pth"),
+        *opts,
     )
     model = build_model(cfg)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
@@ -60,7 +61,10 @@ def test_eval_outputs_and_debug_tensors(cases):
         assert torch.allclose(features[name], expected, atol=1e-4), name
     cost = model.cost_map.cost_volume(features["clip_vis_dense"], model.text_embeddings(model.test_class_names))
     guidance = model.decoder.project_guidance([features[f] for f in model.guidance_features])
+    model.decoder.train()  # the rejection heads' outputs too (inference skips them)
     outputs = model.decoder(model.cost_map(cost), cost, guidance)
+    model.decoder.eval()
+    assert len(outputs) == len(debug["decoder_outputs"]) == 4
     for out, expected in zip(outputs, debug["decoder_outputs"]):
         assert torch.allclose(out, expected, atol=1e-4)
     for case in cases["eval"]:
@@ -80,6 +84,24 @@ def test_fast_inference(cases, topk):
         assert (out[rejected] == 0).all()
     if topk == 1:
         assert [int((e.flatten(1).sum(1) == 0).sum()) for e in cases["fast"][1]] == [2, 1]
+
+
+@torch.no_grad()
+def test_bfloat16_inference_keeps_the_float32_labels(cases):
+    """TEST.PRECISION bfloat16 is opt-in: probabilities move by up to 0.01, so a label flips
+    only where float32 ranks two classes within 0.01 of each other. (The fixture's random
+    weights make such near-ties common: 81% of its labels stay, as the README says.)"""
+    model = build("[1,1]", "TEST.PRECISION", "bfloat16").eval()
+    agreement = []
+    for case in cases["eval"]:
+        out, expected = run(model, case["image"]), case["sem_seg"]
+        assert out.dtype == torch.float32
+        assert (out - expected).abs().max() < 0.01
+        flipped = out.argmax(0) != expected.argmax(0)
+        top2 = expected.topk(2, dim=0).values
+        assert (top2[0] - top2[1])[flipped].max() < 0.01
+        agreement.append(1 - flipped.float().mean().item())
+    assert min(agreement) > 0.8, agreement
 
 
 def test_training_losses(cases):

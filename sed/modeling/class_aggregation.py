@@ -7,40 +7,43 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-TOKENS_PER_CHUNK = 1 << 24  # elements of the (pixels, T, C) token tensor handled at once
-
-
-def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Linear attention over the S keys ("Transformers are RNNs").
-
-    Args:
-        q: (N, L, H, D) queries; k, v: (N, S, H, D) keys and values.
-    Returns:
-        (N, L, H, D). Values are divided by S before the sums and the result multiplied by S
-        afterwards (numerically safer in half precision; the released weights use this order).
-    """
-    q, k = F.elu(q) + 1, F.elu(k) + 1
-    num_keys = v.shape[1]
-    kv = torch.einsum("nshd,nshe->nhde", k, v / num_keys)
-    normaliser = 1.0 / (torch.einsum("nlhd,nhd->nlh", q, k.sum(dim=1)) + eps)
-    return torch.einsum("nlhd,nhde,nlh->nlhe", q, kv, normaliser) * num_keys
+# Elements of the (pixels, T, C) token tensor handled at once, by device type: on CPU a group's
+# activations stay in cache; on GPU fewer, larger kernels, with memory still bounded.
+TOKENS_PER_CHUNK = {"cpu": 1 << 17, "cuda": 1 << 24}
 
 
 class LinearAttention(nn.Module):
-    """Multi-head linear self-attention with separate q, k, v projections."""
+    """Multi-head linear self-attention ("Transformers are RNNs") with separate q, k, v
+    projections and feature map elu(x) + 1.
 
-    def __init__(self, dim: int, num_heads: int):
+    The heads are computed together, as (C, C) matrices masked to their (D, D) diagonal
+    blocks, so that every product is a plain batched matrix multiply on the (N, T, C) layout.
+    """
+
+    def __init__(self, dim: int, num_heads: int, eps: float = 1e-6):
         super().__init__()
-        self.num_heads = num_heads
+        self.eps = eps
         self.q = nn.Linear(dim, dim)
         self.k = nn.Linear(dim, dim)
         self.v = nn.Linear(dim, dim)
+        head_dim = dim // num_heads
+        self.register_buffer("head_mask", torch.block_diag(*[torch.ones(head_dim, head_dim)] * num_heads), False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (N, T, C) -> (N, T, C)."""
-        n, t, c = x.shape
-        q, k, v = (proj(x).view(n, t, self.num_heads, -1) for proj in (self.q, self.k, self.v))
-        return linear_attention(q, k, v).reshape(n, t, c)
+        """x: (N, T, C) -> (N, T, C), attending over the T tokens of each of the N sequences.
+
+        Values are divided by T before the sums and the result multiplied by T afterwards
+        (numerically safer in half precision; the released weights use this order).
+        """
+        num_keys, dim = x.shape[1], x.shape[2]
+        weight = torch.cat([self.q.weight, self.k.weight, self.v.weight])
+        bias = torch.cat([self.q.bias, self.k.bias, self.v.bias])
+        q, k, v = F.linear(x, weight, bias).split(dim, dim=-1)
+        q, k = F.elu(q) + 1, F.elu(k) + 1
+        mask = self.head_mask.to(q.dtype)
+        kv = torch.bmm(k.transpose(1, 2), v / num_keys) * mask  # (N, C, C), per head (D, D)
+        normaliser = torch.matmul(q * k.sum(dim=1, keepdim=True), mask) + self.eps  # (N, T, C)
+        return torch.bmm(q, kv) / normaliser * num_keys
 
 
 class ClassAggregation(nn.Module):
@@ -54,7 +57,7 @@ class ClassAggregation(nn.Module):
         super().__init__()
         self.pooling_size = tuple(pooling_size)
         self.attention = LinearAttention(dim, num_heads)
-        self.MLP = nn.Sequential(nn.Linear(dim, 4 * dim), nn.ReLU(), nn.Linear(4 * dim, dim))
+        self.MLP = nn.Sequential(nn.Linear(dim, 4 * dim), nn.ReLU(inplace=True), nn.Linear(4 * dim, dim))
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
 
@@ -69,18 +72,24 @@ class ClassAggregation(nn.Module):
             x: (B*T, C, h, w) class maps, image-major.
             num_classes: T.
         Returns:
-            (B*T, C, h, w).
+            (B*T, C, h, w), channels-last.
         """
         bt, c, h, w = x.shape
         pooled = F.avg_pool2d(x, self.pooling_size) if self.pooling_size != (1, 1) else x
         ph, pw = pooled.shape[-2:]
-        # (B, T, C, ph, pw) -> (B*ph*pw, T, C): one sequence of classes per pooled pixel.
-        tokens = pooled.view(-1, num_classes, c, ph * pw).permute(0, 3, 1, 2).reshape(-1, num_classes, c)
-        # Pixels are independent: a bounded number of them at a time keeps memory in check
-        # for large vocabularies.
-        rows = max(1, TOKENS_PER_CHUNK // (num_classes * c))
-        tokens = torch.cat([self.transformer_layer(part) for part in tokens.split(rows)])
-        y = tokens.view(-1, ph, pw, num_classes, c).permute(0, 3, 4, 1, 2).reshape(bt, c, ph, pw)
+        # (B, T, ph*pw, C) views of the channels-last maps: a pixel's classes are tokens.
+        pooled = pooled.contiguous(memory_format=torch.channels_last)
+        maps = pooled.permute(0, 2, 3, 1).reshape(-1, num_classes, ph * pw, c)
+        y = torch.empty_like(pooled)
+        out = y.permute(0, 2, 3, 1).view(-1, num_classes, ph * pw, c)
+        # Pixels are independent: they go through in small groups, which keeps the
+        # activations in cache and memory bounded for large vocabularies.
+        rows = max(1, TOKENS_PER_CHUNK.get(x.device.type, 1 << 24) // (num_classes * c))
+        for image in range(maps.shape[0]):
+            for start in range(0, ph * pw, rows):
+                pixels = slice(start, start + rows)
+                tokens = maps[image, :, pixels].transpose(0, 1).contiguous()
+                out[image, :, pixels] = self.transformer_layer(tokens).transpose(0, 1)
         if (ph, pw) != (h, w):
             y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=True)
-        return x + y
+        return y.add_(x)

@@ -14,6 +14,20 @@ from torch import nn
 from .decoder_stage import DecoderStage
 from .early_rejection import select_top_classes
 
+# Class maps per chunk when none is configured, by device type: on CPU a chunk's activations
+# stay in cache; on GPU fewer, larger kernels.
+AUTO_CHUNK_SIZE = {"cpu": 4, "cuda": 128}
+
+
+def store(buffer: Optional[torch.Tensor], part: slice, value: torch.Tensor, total: int) -> torch.Tensor:
+    """Write the chunk ``value`` (N, C, h, w) at rows ``part`` of ``buffer`` (total, C, h, w),
+    allocated (channels-last) at the first chunk: chunks are never held twice, as by a cat."""
+    if buffer is None:
+        buffer = torch.empty((total, *value.shape[1:]), dtype=value.dtype, device=value.device,
+                             memory_format=torch.channels_last)
+    buffer[part] = value
+    return buffer
+
 
 class GradualFusionDecoder(nn.Module):
     def __init__(
@@ -36,7 +50,8 @@ class GradualFusionDecoder(nn.Module):
             guidance_dims: width of the encoder and cost-map guidance fused by each stage.
             encoder_channels: widths of the encoder features guiding each stage (res4, res3, res2).
             num_templates: P, the channels of the cost volume.
-            chunk_size: class maps processed together by the per-class steps.
+            chunk_size: class maps processed together by the per-class steps (0: by device,
+                ``AUTO_CHUNK_SIZE``).
         """
         super().__init__()
         in_dims = [hidden_dim, *decoder_dims[:-1]]
@@ -80,17 +95,20 @@ class GradualFusionDecoder(nn.Module):
         """
         stage, project = self.stages[i], self.cost_guidance[i]
         last = i == len(self.stages) - 1
-        x = stage.aggregate(x, num_classes, self.chunk_size)
-        image_of_map = torch.arange(x.shape[0], device=x.device) // num_classes
-        outputs, levels = [], []
-        for start in range(0, x.shape[0], self.chunk_size):
-            part = slice(start, start + self.chunk_size)
-            level = project(cost_guidance[part])
-            y = stage.upsample_fuse(x[part], guidance[image_of_map[part]], level)
-            outputs.append(self.head(y) if last else y)
-            if not last:
-                levels.append(level)
-        return torch.cat(outputs), (torch.cat(levels) if levels else None)
+        chunk_size = self.chunk_size or AUTO_CHUNK_SIZE.get(x.device.type, 128)
+        x = stage.aggregate(x, num_classes, chunk_size)
+        out = levels = None
+        for image in range(x.shape[0] // num_classes):
+            encoder_term = stage.encoder_term(guidance[image : image + 1])
+            end = (image + 1) * num_classes
+            for start in range(image * num_classes, end, chunk_size):
+                part = slice(start, min(start + chunk_size, end))
+                level = project(cost_guidance[part])
+                y = stage.upsample_fuse(x[part], encoder_term, level)
+                out = store(out, part, self.head(y) if last else y, x.shape[0])
+                if not last:
+                    levels = store(levels, part, level, x.shape[0])
+        return out, levels
 
     def forward(
         self, embedding: torch.Tensor, cost: torch.Tensor, guidance: Sequence[torch.Tensor]
@@ -102,15 +120,16 @@ class GradualFusionDecoder(nn.Module):
             cost: (B, T, P, h, w) cost volume.
             guidance: projected encoder guidance of each stage, (B, g_i, 2^i h, 2^i w).
         Returns:
-            logits [final (B, T, 8h, 8w), rejection head i (B, T, 2^i h, 2^i w) for i = 0, 1, 2].
-            The rejection heads see detached features: they rank classes without training the
-            decoder.
+            logits [final (B, T, 8h, 8w), rejection head i (B, T, 2^i h, 2^i w) for i = 0, 1, 2];
+            the rejection heads only in training, where they see detached features: they learn
+            to rank classes without training the decoder.
         """
         batch, num_classes = cost.shape[:2]
         x, cost_guidance = embedding, cost.flatten(0, 1)
         aux = []
         for i, reject in enumerate(self.rejection_heads):
-            aux.append(reject(x.detach()).view(batch, num_classes, *x.shape[-2:]))
+            if self.training:
+                aux.append(reject(x.detach()).view(batch, num_classes, *x.shape[-2:]))
             x, cost_guidance = self.run_stage(i, x, cost_guidance, guidance[i], num_classes)
         return [x.view(batch, num_classes, *x.shape[-2:]), *aux]
 

@@ -26,7 +26,7 @@ class ConvNeXtBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.dwconv(x).permute(0, 2, 3, 1)
         y = self.pwconv2(F.gelu(self.pwconv1(self.norm(y))))
-        return x + (self.gamma * y).permute(0, 3, 1, 2)
+        return torch.addcmul(x, self.gamma.view(-1, 1, 1), y.permute(0, 3, 1, 2))
 
 
 class DecoderStage(nn.Module):
@@ -44,6 +44,7 @@ class DecoderStage(nn.Module):
         pooling_size: Sequence[int],
     ):
         super().__init__()
+        self.guidance_dim = guidance_dim
         self.spatial = ConvNeXtBlock(in_dim, kernel_size)
         self.classes = ClassAggregation(dim=in_dim, num_heads=num_heads, pooling_size=pooling_size)
         self.up = nn.ConvTranspose2d(in_dim, in_dim - guidance_dim, kernel_size=2, stride=2)
@@ -59,17 +60,37 @@ class DecoderStage(nn.Module):
     def aggregate(self, x: torch.Tensor, num_classes: int, chunk_size: int) -> torch.Tensor:
         """Spatial aggregation of each class map (``chunk_size`` maps at a time), then class
         aggregation across the T classes of each image. (B*T, in_dim, h, w) -> same shape."""
-        x = torch.cat([self.spatial(part) for part in x.split(chunk_size)])
-        return self.classes(x, num_classes)
+        y = torch.empty_like(x)
+        for start in range(0, x.shape[0], chunk_size):
+            y[start : start + chunk_size] = self.spatial(x[start : start + chunk_size])
+        return self.classes(y, num_classes)
 
-    def upsample_fuse(self, x: torch.Tensor, encoder_guidance: torch.Tensor, cost_guidance: torch.Tensor) -> torch.Tensor:
-        """Up-sample class maps and fuse them with their guidance.
+    def encoder_term(self, encoder_guidance: torch.Tensor) -> torch.Tensor:
+        """The fusion's first convolution restricted to the encoder-guidance channels: shared
+        by all classes of an image, so computed once per image.
 
         Args:
-            x: (N, in_dim, h, w) class maps.
-            encoder_guidance: (N, g, 2h, 2w), the guidance of each map's image.
+            encoder_guidance: (B, g, 2h, 2w).
+        Returns:
+            (B, out_dim, 2h, 2w).
+        """
+        up_dim = self.up.out_channels
+        return F.conv2d(encoder_guidance, self.fuse[0].weight[:, up_dim : up_dim + self.guidance_dim], padding=1)
+
+    def upsample_fuse(self, x: torch.Tensor, encoder_term: torch.Tensor, cost_guidance: torch.Tensor) -> torch.Tensor:
+        """Up-sample class maps and fuse them with their guidance.
+
+        The first fusion convolution acts on the concatenation [up(x), encoder guidance, cost
+        guidance]; it is computed as the sum of its parts, with the encoder part given.
+
+        Args:
+            x: (N, in_dim, h, w) class maps of one image.
+            encoder_term: (1, out_dim, 2h, 2w) from ``encoder_term``.
             cost_guidance: (N, g, 2h, 2w).
         Returns:
             (N, out_dim, 2h, 2w).
         """
-        return self.fuse(torch.cat([self.up(x), encoder_guidance, cost_guidance], dim=1))
+        weight, up_dim = self.fuse[0].weight, self.up.out_channels
+        y = F.conv2d(self.up(x), weight[:, :up_dim], padding=1)
+        y += F.conv2d(cost_guidance, weight[:, up_dim + self.guidance_dim :], padding=1)
+        return self.fuse[1:](y.add_(encoder_term))

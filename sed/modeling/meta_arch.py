@@ -1,6 +1,7 @@
 """The SED meta-architecture: CLIP encoder -> cost map -> gradual fusion decoder."""
 import logging
-from typing import Dict, List, Sequence
+from contextlib import nullcontext
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -9,6 +10,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 from torch import nn
 
+from ..config import AMP_DTYPES
 from .clip_encoder import CLIPImageEncoder, create_clip_model, resolve_model_name
 from .cost_map import CostMap
 from .decoder import GradualFusionDecoder
@@ -16,6 +18,9 @@ from .loss import sem_seg_losses
 from .text_vocabulary import PROMPT_TEMPLATES, ClassEmbeddingCache, load_class_names
 
 logger = logging.getLogger(__name__)
+
+# Inference precisions (TEST.PRECISION) -> autocast type (None: float32, no autocast).
+INFERENCE_DTYPES = {"float32": None, **AMP_DTYPES}
 
 _RELEASED = "sem_seg_head.predictor."
 # Released checkpoint prefixes -> this implementation's module names.
@@ -72,6 +77,7 @@ class SED(nn.Module):
         ignore_value: int,
         fast_inference: bool,
         topk: int,
+        inference_dtype: Optional[torch.dtype] = None,
     ):
         """
         Args:
@@ -86,6 +92,8 @@ class SED(nn.Module):
             size_divisibility: training images are padded to a multiple of it.
             ignore_value: label of unlabelled pixels.
             fast_inference, topk: category early rejection at test time.
+            inference_dtype: autocast type at inference (None: float32). The outputs are
+                float32 either way.
         """
         super().__init__()
         self.encoder = encoder
@@ -102,6 +110,7 @@ class SED(nn.Module):
         self.ignore_value = ignore_value
         self.fast_inference = fast_inference
         self.topk = topk
+        self.inference_dtype = inference_dtype
         # The CLIP image tower trains; its text tower and logit scale stay frozen.
         for name, param in self.encoder.clip.named_parameters():
             param.requires_grad = name.startswith("visual.")
@@ -119,6 +128,8 @@ class SED(nn.Module):
         pretrained = "" if cfg.MODEL.WEIGHTS else enc.CLIP_PRETRAINED_WEIGHTS
         encoder = CLIPImageEncoder(create_clip_model(model_name, pretrained))
         templates = PROMPT_TEMPLATES[head.PROMPT_TEMPLATES]
+        if cfg.TEST.PRECISION not in INFERENCE_DTYPES:
+            raise ValueError(f"TEST.PRECISION={cfg.TEST.PRECISION!r}; choose one of {sorted(INFERENCE_DTYPES)}")
         return {
             "encoder": encoder,
             "class_embeddings": ClassEmbeddingCache(
@@ -146,6 +157,7 @@ class SED(nn.Module):
             "ignore_value": head.IGNORE_VALUE,
             "fast_inference": cfg.TEST.FAST_INFERENCE,
             "topk": cfg.TEST.TOPK,
+            "inference_dtype": INFERENCE_DTYPES[cfg.TEST.PRECISION],
         }
 
     @staticmethod
@@ -178,6 +190,12 @@ class SED(nn.Module):
     def forward(self, batched_inputs: List[dict]):
         names = self.train_class_names if self.training else self.test_class_names
         text = self.text_embeddings(names)
+        reduced = not self.training and self.inference_dtype is not None
+        with torch.autocast(self.device.type, dtype=self.inference_dtype) if reduced else nullcontext():
+            return self.forward_with_text(batched_inputs, text)
+
+    def forward_with_text(self, batched_inputs: List[dict], text: torch.Tensor):
+        """Losses (training) or per-image probabilities; ``text``: (T, P, C) class embeddings."""
         features = self.encoder(self.preprocess(batched_inputs))
         cost = self.cost_map.cost_volume(features["clip_vis_dense"], text)
         embedding = self.cost_map(cost)
@@ -191,7 +209,7 @@ class SED(nn.Module):
         else:
             probs = self.decoder(embedding, cost, guidance)[0].sigmoid()
         results = []
-        for p, x in zip(probs, batched_inputs):
+        for p, x in zip(probs.float(), batched_inputs):
             size = (x.get("height", x["image"].shape[-2]), x.get("width", x["image"].shape[-1]))
             results.append({"sem_seg": F.interpolate(p[None], size=size, mode="bilinear", align_corners=False)[0]})
         return results

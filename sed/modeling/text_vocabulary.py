@@ -128,8 +128,13 @@ class ClassEmbeddingCache:
 
     @torch.no_grad()
     def compute(self, clip_model: nn.Module, names: Sequence[str]) -> torch.Tensor:
-        """Encode the prompts of ``names``: (T, P, C) float32."""
+        """Encode the prompts of ``names``: (T, P, C) float32, in full precision even under
+        autocast (the embeddings are cached, whatever precision later uses them)."""
         device = clip_model.token_embedding.weight.device
+        with torch.autocast(device.type, enabled=False):
+            return self._compute(clip_model, names, device)
+
+    def _compute(self, clip_model: nn.Module, names: Sequence[str], device: torch.device) -> torch.Tensor:
         synonyms = [name.split(SYNONYM_SEPARATOR) for name in names]
         prompts = [t.format(s) for syn in synonyms for t in self.templates for s in syn]
         tokens = self.tokenizer(prompts)
