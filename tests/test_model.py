@@ -2,11 +2,14 @@
 gradient flow, checkpoint errors."""
 import pytest
 import torch
+import torch.nn.functional as F
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from conftest import ROOT, make_cfg, tiny_model
 from sed.modeling import class_aggregation
+from sed.modeling.class_aggregation import LinearAttention
+from sed.modeling.decoder_stage import DecoderStage
 
 
 @pytest.mark.parametrize("config, expected", [
@@ -97,3 +100,27 @@ def test_class_chunks_do_not_change_outputs(fast, monkeypatch):
     model.decoder.chunk_size = 3
     for name, value in model(batch).items():
         assert value.item() == pytest.approx(losses[name].item(), rel=1e-6)
+
+
+def test_linear_attention_matches_its_per_head_formula():
+    """out_l = phi(q_l) (sum_s phi(k_s) v_s^T) / (phi(q_l) . sum_s phi(k_s) + eps), head by head."""
+    torch.manual_seed(0)
+    attention = LinearAttention(16, num_heads=4)
+    x = torch.randn(3, 7, 16)
+    q, k, v = F.elu(attention.q(x)) + 1, F.elu(attention.k(x)) + 1, attention.v(x)
+    expected = torch.empty_like(x)
+    for head in range(4):
+        h = slice(4 * head, 4 * head + 4)
+        numerator = q[..., h] @ (k[..., h].transpose(1, 2) @ v[..., h])
+        expected[..., h] = numerator / (q[..., h] @ k[..., h].sum(1).unsqueeze(-1) + 1e-6)
+    assert torch.allclose(attention(x), expected, atol=1e-5)
+
+
+def test_fusion_by_parts_equals_the_concatenated_convolution():
+    """The fusion's first convolution, summed over its inputs' parts (the encoder part once per
+    image), equals it on the concatenation [up(x), encoder guidance, cost guidance]."""
+    torch.manual_seed(0)
+    stage = DecoderStage(in_dim=32, out_dim=16, guidance_dim=8, kernel_size=9, num_heads=4, pooling_size=[1, 1])
+    x, encoder, cost = torch.randn(5, 32, 6, 6), torch.randn(1, 8, 12, 12), torch.randn(5, 8, 12, 12)
+    whole = stage.fuse(torch.cat([stage.up(x), encoder.expand(5, -1, -1, -1), cost], dim=1))
+    assert torch.allclose(stage.upsample_fuse(x, stage.encoder_term(encoder), cost), whole, atol=1e-5)

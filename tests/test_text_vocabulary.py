@@ -49,3 +49,13 @@ def test_loading_weights_refreshes_the_embeddings():
     state["encoder.clip.token_embedding.weight"] = state["encoder.clip.token_embedding.weight"] + 1.0
     model.load_state_dict(state)
     assert not torch.allclose(model.text_embeddings(["cat"]), before)
+
+
+def test_embeddings_ignore_autocast():
+    """Embeddings are cached and shared by every precision: they are always encoded in float32."""
+    clip = tiny_model().encoder.clip
+    cache = ClassEmbeddingCache(model_name="sed_tiny", templates=["a {}.", "the {}"], cache_dir="")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = cache.compute(clip, ["cat", "sky"])
+    assert under_autocast.dtype == torch.float32
+    assert torch.equal(under_autocast, cache.compute(clip, ["cat", "sky"]))
