@@ -4,7 +4,7 @@
         --image-size 768 --batch-size 1 --device cpu --dtype float32 [--fast --topk 8] \\
         [--output results.json] [--opts KEY VALUE ...]
     python tools/benchmark.py --config-file configs/convnextB_768.yaml --train --device cuda
-    python tools/benchmark.py --config-file configs/convnextB_768.yaml --vocabulary pc459 \
+    python tools/benchmark.py --config-file configs/convnextB_768.yaml --vocabulary pc459 \\
         --random-text-embeddings --fast --ranked-rejection --topk 8 32 128 459 --plot curve.png
 
 Inference: warm-up, then timed iterations (the device synchronised) on random images of
@@ -39,8 +39,6 @@ from sed.modeling.text_vocabulary import SYNONYM_SEPARATOR
 from sed.predictor import load_config, resolve_vocabulary
 from sed.solver import build_optimizer
 
-DTYPES = INFERENCE_DTYPES
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,7 +48,7 @@ def parse_args(argv=None):
     parser.add_argument("--image-size", type=int, default=768, help="side of the random square input images")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+    parser.add_argument("--dtype", choices=sorted(INFERENCE_DTYPES), default="float32",
                         help="autocast type (float32: none); inference also reports its argmax agreement with float32")
     parser.add_argument("--fast", action="store_true", help="category early rejection (TEST.FAST_INFERENCE)")
     parser.add_argument("--topk", type=int, nargs="+", default=[8],
@@ -200,7 +198,7 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     model = build_model(cfg)
     names = vocabulary(args.vocabulary)
-    amp = DTYPES[args.dtype]
+    amp = INFERENCE_DTYPES[args.dtype]
     size = cfg.INPUT.CROP.SIZE[0] if args.train else args.image_size
     images = [torch.randint(0, 256, (3, size, size), dtype=torch.uint8) for _ in range(args.batch_size)]
     if device.type == "cuda":
