@@ -24,7 +24,7 @@ from sed.config import AMP_DTYPES
 from sed.data.evaluation import SEDSemSegEvaluator
 from sed.data.mapper import MAPPER_REGISTRY
 from sed.data.sampler import ResumableTrainingSampler
-from sed.modeling.text_vocabulary import load_class_names
+from sed.vocabulary import load_class_names
 from sed.solver import build_optimizer
 from sed.train_loop import AccumulatingTrainer
 

@@ -7,9 +7,9 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from conftest import ROOT, make_cfg, tiny_model
-from sed.modeling import class_aggregation
-from sed.modeling.class_aggregation import LinearAttention
-from sed.modeling.decoder_stage import DecoderStage
+from sed.modeling.sed import class_aggregation
+from sed.modeling.sed.class_aggregation import LinearAttention
+from sed.modeling.sed.decoder_stage import DecoderStage
 
 
 @pytest.mark.parametrize("config, expected", [

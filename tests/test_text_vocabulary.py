@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import tiny_model
-from sed.modeling.text_vocabulary import ClassEmbeddingCache, encode_prompts
+from sed.clip.text import ClassEmbeddingCache, encode_prompts
 
 
 def test_truncated_context_equals_full_context():

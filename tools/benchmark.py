@@ -34,8 +34,7 @@ import torch
 from detectron2.modeling import build_model
 from fvcore.nn import FlopCountAnalysis
 
-from sed.modeling.meta_arch import INFERENCE_DTYPES
-from sed.modeling.text_vocabulary import SYNONYM_SEPARATOR
+from sed.modeling.sed.meta_arch import INFERENCE_DTYPES
 from sed.predictor import load_config, resolve_vocabulary
 from sed.solver import build_optimizer
 
@@ -246,8 +245,8 @@ def main(argv=None) -> int:
                      "cuda": torch.version.cuda, "platform": platform.platform()},
     }
     if args.text_only:
-        templates = len(model.class_embeddings.templates)
-        results["prompts"] = templates * sum(len(n.split(SYNONYM_SEPARATOR)) for n in names)
+        cache = model.class_embeddings
+        results["prompts"] = len(cache.templates) * sum(cache.num_names(names))
         results["prompts_per_s"] = results["prompts"] / text_seconds
     elif args.train:
         times = timed(step, device, args.warmup, args.iters)

@@ -1,4 +1,4 @@
-"""SED model: the ``SED`` meta-architecture and its parts."""
-from .meta_arch import SED
+"""The project's meta-architectures, one subpackage per model; importing registers them."""
+from .sed import SED
 
 __all__ = ["SED"]

@@ -10,12 +10,14 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 from torch import nn
 
-from ..config import AMP_DTYPES
-from .clip_encoder import CLIPImageEncoder, create_clip_model, resolve_model_name
+from ...clip.builder import create_clip_model, resolve_model_name
+from ...clip.text import PROMPT_TEMPLATES, ClassEmbeddingCache
+from ...config import AMP_DTYPES
+from ...vocabulary import load_class_names
+from .clip_encoder import CLIPImageEncoder
 from .cost_map import CostMap
 from .decoder import GradualFusionDecoder
 from .loss import sem_seg_losses
-from .text_vocabulary import PROMPT_TEMPLATES, ClassEmbeddingCache, load_class_names
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +127,8 @@ class SED(nn.Module):
         enc, head = cfg.MODEL.ENC, cfg.MODEL.SEM_SEG_HEAD
         model_name = resolve_model_name(enc.CLIP_MODEL_NAME)
         # A SED checkpoint holds the whole CLIP model: skip pretrained CLIP weights then.
-        pretrained = "" if cfg.MODEL.WEIGHTS else enc.CLIP_PRETRAINED_WEIGHTS
-        encoder = CLIPImageEncoder(create_clip_model(model_name, pretrained))
+        clip = create_clip_model(model_name, enc.CLIP_PRETRAINED_WEIGHTS, download=not cfg.MODEL.WEIGHTS)
+        encoder = CLIPImageEncoder(clip)
         templates = PROMPT_TEMPLATES[head.PROMPT_TEMPLATES]
         if cfg.TEST.PRECISION not in INFERENCE_DTYPES:
             raise ValueError(f"TEST.PRECISION={cfg.TEST.PRECISION!r}; choose one of {sorted(INFERENCE_DTYPES)}")
