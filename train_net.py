@@ -1,4 +1,4 @@
-"""Train and evaluate SED with detectron2.
+"""Train and evaluate the project's models (SED, EOV-Seg) with detectron2; the config picks the model.
 
     python train_net.py --config-file configs/convnextB_768.yaml --num-gpus 4 OUTPUT_DIR output/
     python train_net.py --config-file configs/convnextB_768.yaml --eval-only MODEL.WEIGHTS model.pth
@@ -19,7 +19,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
-from sed import add_sed_config
+from sed import add_project_config
 from sed.config import AMP_DTYPES
 from sed.data.evaluation import SEDSemSegEvaluator
 from sed.data.mapper import MAPPER_REGISTRY
@@ -97,8 +97,8 @@ def check_solver(cfg) -> None:
         raise ValueError(f"SOLVER.AMP.PRECISION={solver.AMP.PRECISION!r}; choose one of {sorted(AMP_DTYPES)}")
 
 
-def check_vocabularies(cfg) -> None:
-    """Each dataset's classes must match the vocabulary the model uses for it."""
+def check_sed_vocabularies(cfg) -> None:
+    """Each dataset's classes must match the vocabulary SED uses for it."""
     head = cfg.MODEL.SEM_SEG_HEAD
     pairs = [(d, head.TRAIN_CLASS_JSON) for d in cfg.DATASETS.TRAIN]
     pairs += [(d, head.TEST_CLASS_JSON) for d in cfg.DATASETS.TEST]
@@ -110,6 +110,11 @@ def check_vocabularies(cfg) -> None:
                 f"{vocabulary} has {len(given)} classes but dataset '{dataset}' has {len(expected)} "
                 f"(its vocabulary is {MetadataCatalog.get(dataset).vocabulary})"
             )
+
+
+# Checks run before training or evaluation, by meta-architecture (EOV-Seg checks its
+# vocabularies when the model is built).
+CONFIG_CHECKS = {"SED": check_sed_vocabularies}
 
 
 def format_results(results) -> str:
@@ -139,7 +144,7 @@ def report(cfg, results) -> None:
 
 def setup(args):
     cfg = get_cfg()
-    add_sed_config(cfg)
+    add_project_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
@@ -147,7 +152,7 @@ def setup(args):
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="sed")
-    check_vocabularies(cfg)
+    CONFIG_CHECKS.get(cfg.MODEL.META_ARCHITECTURE, lambda cfg: None)(cfg)
     check_solver(cfg)
     return cfg
 

@@ -1,10 +1,11 @@
-"""SED: A Simple Encoder-Decoder for Open-Vocabulary Semantic Segmentation, on detectron2.
+"""Fast open-vocabulary segmentation on detectron2: SED and EOV-Seg.
 
-Importing the package registers the ``SED`` meta-architecture and the datasets.
+Importing the package registers the ``SED`` and ``EOV_SEG`` meta-architectures and the datasets.
 """
 from . import data  # noqa: F401  (registers datasets)
-from .config import add_sed_config
-from .modeling import SED
+from .config import add_eov_seg_config, add_project_config, add_sed_config
+from .modeling import SED, EOV_SEG
 from .predictor import SEDPredictor, Segmentation, resolve_vocabulary
 
-__all__ = ["SED", "SEDPredictor", "Segmentation", "add_sed_config", "resolve_vocabulary"]
+__all__ = ["EOV_SEG", "SED", "SEDPredictor", "Segmentation", "add_eov_seg_config", "add_project_config",
+           "add_sed_config", "resolve_vocabulary"]

@@ -1,4 +1,5 @@
-"""SED's additions to detectron2's config (`add_sed_config`)."""
+"""The models' additions to detectron2's config: `add_sed_config`, `add_eov_seg_config`, and
+`add_project_config` (both, for entry points that pick the model by config)."""
 import torch
 from detectron2.config import CfgNode as CN
 
@@ -60,12 +61,17 @@ def add_sed_config(cfg: CN) -> None:
 
     # Learning-rate multiplier of the CLIP image tower.
     cfg.SOLVER.CLIP_MULTIPLIER = 0.01
+    add_training_config(cfg)
+
+
+def add_training_config(cfg: CN) -> None:
+    """Keys of the project's trainer and data pipeline, shared by every model."""
     # Micro-batches per optimizer step: each holds IMS_PER_BATCH / GRAD_ACCUM_STEPS images, so
     # the effective batch stays IMS_PER_BATCH on fewer or smaller GPUs.
     cfg.SOLVER.GRAD_ACCUM_STEPS = 1
     # Autocast type when SOLVER.AMP.ENABLED: "float16" (with gradient scaling) or "bfloat16".
     cfg.SOLVER.AMP.PRECISION = "float16"
-    # Optimizer: "ADAMW" (the recipe) or "SGD".
+    # Optimizer: "ADAMW" (both recipes) or "SGD".
     cfg.SOLVER.OPTIMIZER = "ADAMW"
     # Mapper of the training data (a name in sed.data.mapper.MAPPER_REGISTRY).
     cfg.INPUT.DATASET_MAPPER_NAME = "SemanticSegMapper"
@@ -74,3 +80,104 @@ def add_sed_config(cfg: CN) -> None:
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
     # Colour augmentation of training images (SSD photometric distortions).
     cfg.INPUT.COLOR_AUG_SSD = True
+
+
+def add_eov_seg_config(cfg: CN) -> None:
+    """Add every EOV-Seg key (the authors' names; defaults of the released ConvNeXt-L model,
+    eov-seg-method.md) to ``cfg``."""
+    eov = cfg.MODEL.EOV_SEG = CN()
+    # Images are zero-padded (after normalisation) to a multiple of this.
+    eov.SIZE_DIVISIBILITY = 32
+    # Classes of the training vocabulary (T); must equal its length.
+    eov.NUM_CLASSES = 133
+    # Decoder stages, each with its own losses.
+    eov.NUM_STAGES = 3
+    # CNN CLIP features the Lite Aggregator fuses (strides 4..32).
+    eov.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+    # Width C of the neck, the proposal kernels and the decoder.
+    eov.HIDDEN_DIM = 256
+    # Width A of the Lite Aggregator's fusion.
+    eov.AGG_DIM = 128
+    # Proposals N (learned kernels).
+    eov.NUM_PROPOSALS = 100
+    # Kernel of the proposal-kernel update (the released models: 1).
+    eov.CONV_KERNEL_SIZE_2D = 1
+    # Taps of the dynamic channel convolutions (f_atten, k_atten).
+    eov.CONV_KERNEL_SIZE_1D = 3
+    # Unused by the authors' code; kept so their configs merge.
+    eov.NUM_CLS_FCS = 1
+    # Linear-LayerNorm-ReLU groups before the mask kernels.
+    eov.NUM_MASK_FCS = 1
+    # Cross-entropy weight of the void class.
+    eov.NO_OBJECT_WEIGHT = 0.1
+    # Loss weights (classification, mask BCE, mask dice), also the matching costs' weights.
+    eov.CLASS_WEIGHT = 2.0
+    eov.MASK_WEIGHT = 5.0
+    eov.DICE_WEIGHT = 5.0
+    # Points per mask for matching and the mask losses.
+    eov.TRAIN_NUM_POINTS = 112 * 112
+    # Candidate points per kept point, and the share of kept points picked by uncertainty.
+    eov.OVERSAMPLE_RATIO = 3.0
+    eov.IMPORTANCE_SAMPLE_RATIO = 0.75
+    # Unused by the authors' code (sic); kept so their configs merge.
+    eov.TEMPERATIRE = 0.1
+    # Vocabulary files (JSON lists of names or {"name", "isthing"} objects); "" takes the
+    # vocabulary from the metadata of DATASETS.TRAIN[0] / DATASETS.TEST[0].
+    eov.TRAIN_CLASS_JSON = ""
+    eov.TEST_CLASS_JSON = ""
+    # Folder of the on-disk text-embedding cache ("" disables it).
+    eov.TEXT_CACHE_DIR = "~/.cache/sed/text_embeddings"
+    eov.TEST = CN()
+    # Outputs at inference: per-class probabilities, panoptic segments, instances.
+    eov.TEST.SEMANTIC_ON = False
+    eov.TEST.INSTANCE_ON = False
+    eov.TEST.PANOPTIC_ON = True
+    # Panoptic: proposals scoring at most this are dropped.
+    eov.TEST.OBJECT_MASK_THRESHOLD = 0.0
+    # Panoptic: a segment keeping less than this share of its mask is dropped.
+    eov.TEST.OVERLAP_THRESHOLD = 0.8
+    # Semantic output from masks already resized to the output size.
+    eov.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False
+
+    ov = cfg.MODEL.OV_HEAD = CN()
+    # CNN CLIP (features, text classifier, out-of-vocabulary branch): open_clip name or
+    # model-config JSON, and its pretrained tag / weights file ("" random init). Never
+    # fetched when MODEL.WEIGHTS is set: an EOV-Seg checkpoint holds both CLIP models.
+    ov.CLIP_MODEL_NAME = "convnext_large_d_320"
+    ov.CLIP_PRETRAINED_WEIGHTS = "laion2b_s29b_b131k_ft_soup"
+    # ViT CLIP (its first block only), likewise.
+    ov.CLIP_VIT_MODEL_NAME = "ViT-B-16"
+    ov.CLIP_VIT_PRETRAINED_WEIGHTS = "openai"
+    # Joint embedding width D of the CNN CLIP.
+    ov.EMBED_DIM = 768
+    # Geometric ensemble exponents of the CLIP branch for seen / unseen classes.
+    ov.GEOMETRIC_ENSEMBLE_ALPHA = 0.4
+    ov.GEOMETRIC_ENSEMBLE_BETA = 0.8
+    # Proposals whose mask is empty at the CLIP feature size keep the in-vocabulary
+    # prediction (the ResNet models).
+    ov.ENSEMBLE_ON_VALID_MASK = False
+    # Unused by the authors' code; kept so their configs merge.
+    cfg.MODEL.CLIP_BACKBONE = CN()
+    cfg.MODEL.CLIP_BACKBONE.NAME = "CLIP"
+
+    # The authors' solver and input keys.
+    # Learning-rate multiplier of backbone parameters (all frozen in the released recipe).
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
+    # Weight decay of nn.Embedding parameters.
+    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
+    # Polynomial schedule (unused by the released step schedule).
+    cfg.SOLVER.POLY_LR_POWER = 0.9
+    cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
+    # Batch padding of the data pipeline (-1: none; the model pads itself).
+    cfg.INPUT.SIZE_DIVISIBILITY = -1
+    # Large-scale jitter: crop side and the range of the random scale.
+    cfg.INPUT.IMAGE_SIZE = 1024
+    cfg.INPUT.MIN_SCALE = 0.1
+    cfg.INPUT.MAX_SCALE = 2.0
+    add_training_config(cfg)
+
+
+def add_project_config(cfg: CN) -> None:
+    """Every model's keys: entry points pick the model by MODEL.META_ARCHITECTURE alone."""
+    add_sed_config(cfg)
+    add_eov_seg_config(cfg)

@@ -22,7 +22,7 @@ from detectron2.config import CfgNode, get_cfg
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
-from .config import add_sed_config
+from .config import add_project_config
 
 VOCABULARY_DIR = Path(__file__).resolve().parents[1] / "datasets"
 BENCHMARK_VOCABULARIES = ("ade150", "ade847", "pc59", "pc459", "voc20", "voc20b", "coco")
@@ -55,7 +55,7 @@ def resolve_vocabulary(spec: Union[str, Sequence[str]]) -> List[str]:
 
 def load_config(config_file: str, weights: str = "", opts: Sequence[str] = ()) -> CfgNode:
     cfg = get_cfg()
-    add_sed_config(cfg)
+    add_project_config(cfg)
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
     if weights:

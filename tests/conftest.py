@@ -1,3 +1,4 @@
+import json
 import os
 from pathlib import Path
 
@@ -6,7 +7,7 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
-from sed import add_sed_config
+from sed import add_project_config, add_sed_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -58,3 +59,29 @@ def env_with_datasets(synthetic_root, tmp_path):
     env["DETECTRON2_DATASETS"] = str(synthetic_root)
     env["HOME"] = str(tmp_path)  # keeps the text-embedding cache inside the test
     return env
+
+
+def eov_cfg(*opts, config_file=ROOT / "configs" / "eov_seg" / "eov_seg_R50.yaml"):
+    """An EOV-Seg config on the CPU, without the text-embedding disk cache."""
+    cfg = get_cfg()
+    add_project_config(cfg)
+    cfg.merge_from_file(str(config_file))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.EOV_SEG.TEXT_CACHE_DIR", "", *opts])
+    return cfg
+
+
+def eov_tiny_model(train_json, test_json, *opts, seed=0):
+    """A randomly initialised EOV-Seg on tiny ResNet and ViT CLIPs (the released R50 config's
+    settings otherwise, smaller widths), in eval mode."""
+    torch.manual_seed(seed)
+    cfg = eov_cfg(
+        "MODEL.OV_HEAD.CLIP_MODEL_NAME", str(ROOT / "sed" / "model_configs" / "eov_tiny_rn.json"),
+        "MODEL.OV_HEAD.CLIP_PRETRAINED_WEIGHTS", "",
+        "MODEL.OV_HEAD.CLIP_VIT_MODEL_NAME", str(ROOT / "sed" / "model_configs" / "eov_tiny_vit.json"),
+        "MODEL.OV_HEAD.CLIP_VIT_PRETRAINED_WEIGHTS", "",
+        "MODEL.OV_HEAD.EMBED_DIM", "32", "MODEL.EOV_SEG.HIDDEN_DIM", "32", "MODEL.EOV_SEG.AGG_DIM", "16",
+        "MODEL.EOV_SEG.NUM_PROPOSALS", "12", "MODEL.EOV_SEG.TRAIN_NUM_POINTS", "64",
+        "MODEL.EOV_SEG.TRAIN_CLASS_JSON", str(train_json), "MODEL.EOV_SEG.TEST_CLASS_JSON", str(test_json),
+        "MODEL.EOV_SEG.NUM_CLASSES", str(len(json.loads(Path(train_json).read_text()))), *opts,
+    )
+    return build_model(cfg).eval()

@@ -1,0 +1,104 @@
+"""Inference: the geometric ensemble of in-vocabulary and CLIP predictions, then the
+semantic, panoptic and instance post-processings of one image's proposals."""
+from typing import Dict, List, Tuple
+
+import torch
+from detectron2.structures import Boxes, Instances
+
+
+def geometric_ensemble(in_logits: torch.Tensor, out_logits: torch.Tensor, seen: torch.Tensor,
+                       alpha: float, beta: float, valid: torch.Tensor = None) -> torch.Tensor:
+    """Mix the decoder's classification with the frozen CLIP's, and restore void.
+
+    Args:
+        in_logits: (B, N, T + 1) last-stage logits, void last.
+        out_logits: (B, N, T + 1) CLIP-branch logits (its void column is not used).
+        seen: (T,) bool, classes named in the training vocabulary.
+        alpha, beta: CLIP's exponent for seen / unseen classes.
+        valid: (B, N) bool or None; proposals marked False keep the decoder's prediction.
+    Returns:
+        (B, N, T + 1) log-probabilities, log(p + 1e-8), void last.
+    """
+    p_in = in_logits[..., :-1].softmax(-1)
+    p_out = out_logits[..., :-1].softmax(-1)
+    exponent = torch.where(seen, alpha, beta).to(p_in)  # (T,)
+    exponent = exponent.expand_as(p_in)
+    if valid is not None:
+        exponent = exponent * valid[..., None].to(p_in)
+    ensembled = (p_in.pow(1 - exponent) * p_out.pow(exponent)).log()
+    void = in_logits.softmax(-1)[..., -1:]
+    probs = torch.cat([ensembled.softmax(-1) * (1 - void), void], dim=-1)
+    return (probs + 1e-8).log()
+
+
+def semantic_inference(class_logits: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
+    """(N, T + 1) logits and (N, H, W) mask logits -> (T, H, W) class scores."""
+    probs = class_logits.softmax(-1)[:, :-1]
+    return torch.einsum("nt,nhw->thw", probs, mask_logits.sigmoid())
+
+
+def panoptic_inference(class_logits: torch.Tensor, mask_logits: torch.Tensor, isthing: torch.Tensor, *,
+                       object_mask_threshold: float, overlap_threshold: float) -> Tuple[torch.Tensor, List[Dict]]:
+    """Non-overlapping segments: each pixel goes to the kept proposal with the highest
+    score x mask probability; stuff segments of one class are merged.
+
+    Args:
+        class_logits: (N, T + 1); mask_logits: (N, H, W); isthing: (T,) bool.
+    Returns:
+        (H, W) int32 segment ids (0: none) and, per segment, ``{"id", "isthing", "category_id"}``.
+    """
+    scores, labels = class_logits.softmax(-1).max(-1)
+    num_classes = class_logits.shape[-1] - 1
+    keep = labels.ne(num_classes) & (scores > object_mask_threshold)
+    scores, labels, masks = scores[keep], labels[keep], mask_logits[keep].sigmoid()
+    segments = torch.zeros(mask_logits.shape[-2:], dtype=torch.int32, device=mask_logits.device)
+    info: List[Dict] = []
+    if masks.shape[0] == 0:
+        return segments, info
+    owner = (scores[:, None, None] * masks).argmax(0)
+    stuff_ids: Dict[int, int] = {}
+    for k, label in enumerate(labels.tolist()):
+        thing = bool(isthing[label])
+        assigned = owner == k
+        area = int(assigned.sum())
+        original_area = int((masks[k] >= 0.5).sum())
+        segment = assigned & (masks[k] >= 0.5)
+        if area == 0 or original_area == 0 or int(segment.sum()) == 0 or area / original_area < overlap_threshold:
+            continue
+        if not thing and label in stuff_ids:
+            segments[segment] = stuff_ids[label]
+            continue
+        segment_id = len(info) + 1
+        if not thing:
+            stuff_ids[label] = segment_id
+        segments[segment] = segment_id
+        info.append({"id": segment_id, "isthing": thing, "category_id": label})
+    return segments, info
+
+
+def instance_inference(class_logits: torch.Tensor, mask_logits: torch.Tensor, isthing: torch.Tensor, *,
+                       max_detections: int, things_only: bool) -> Instances:
+    """The top ``max_detections`` (proposal, class) pairs, each with its binary mask, scored by
+    class probability x mean mask probability inside the mask; sorted by decreasing score.
+
+    Args:
+        class_logits: (N, T + 1); mask_logits: (N, H, W); isthing: (T,) bool.
+        things_only: keep thing classes only (panoptic output on).
+    """
+    probs = class_logits.softmax(-1)[:, :-1]
+    num_classes = probs.shape[1]
+    scores, index = probs.flatten().topk(min(max_detections, probs.numel()))
+    labels, proposals = index % num_classes, index // num_classes
+    if things_only:
+        keep = isthing.to(labels.device)[labels]
+        scores, labels, proposals = scores[keep], labels[keep], proposals[keep]
+    masks = mask_logits[proposals]
+    binary = (masks > 0).float()
+    mask_scores = (masks.sigmoid() * binary).flatten(1).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
+    result = Instances(mask_logits.shape[-2:])
+    result.pred_masks = binary
+    result.pred_boxes = Boxes(torch.zeros(len(binary), 4, device=binary.device))
+    result.scores = scores * mask_scores
+    result.pred_classes = labels
+    order = result.scores.argsort(descending=True, stable=True)
+    return result[order]

@@ -1,0 +1,108 @@
+"""The Lite Aggregator neck: a top-down path of modulated deformable convolutions over the
+CNN CLIP's res2..res5, fused into one 1/4-resolution map with coordinates (``lite_aggr.*``).
+
+The deformable convolutions run through ``torchvision.ops.deform_conv2d`` (CPU and CUDA);
+BatchNorms synchronise their batch statistics over processes while training
+(detectron2's ``NaiveSyncBatchNorm``, which also works on CPU with gloo).
+"""
+from typing import Dict, Sequence
+
+import torch
+import torch.nn.functional as F
+from detectron2.layers import NaiveSyncBatchNorm
+from torch import nn
+from torchvision.ops import deform_conv2d
+
+
+class ModulatedDeformConv(nn.Module):
+    """DCNv2, 3x3, stride 1, padding 1, one offset group, no bias."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 3, 3))
+        nn.init.kaiming_uniform_(self.weight, a=5**0.5)
+
+    def forward(self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, in, h, w); offset (B, 18, h, w), channel 2k / 2k+1 the vertical / horizontal
+        displacement of tap k (row-major); mask (B, 9, h, w) in [0, 1] -> (B, out, h, w)."""
+        return deform_conv2d(x, offset, self.weight, None, padding=1, mask=mask)
+
+
+class DeformUpsample(nn.Module):
+    """Modulated deformable 3x3 conv -> BN -> ReLU -> x2 transposed conv -> BN -> ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.dcn_offset = nn.Conv2d(in_channels, 27, kernel_size=3, padding=1)
+        self.dcn = ModulatedDeformConv(in_channels, out_channels)
+        self.dcn_bn = NaiveSyncBatchNorm(out_channels)
+        self.up_sample = nn.ConvTranspose2d(out_channels, out_channels, kernel_size=4, stride=2, padding=1, bias=False)
+        self.up_bn = NaiveSyncBatchNorm(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in, h, w) -> (B, out, 2h, 2w)."""
+        offset_mask = self.dcn_offset(x)
+        offset, mask = offset_mask[:, :18], offset_mask[:, 18:].sigmoid()
+        x = F.relu(self.dcn_bn(self.dcn(x, offset, mask)))
+        return F.relu(self.up_bn(self.up_sample(x)))
+
+
+class TopDownFusion(nn.Module):
+    """Lateral 1x1 convs and deformable up-sampling from res5 to res2, then every level
+    projected to ``agg_dim`` channels, up-sampled to 1/4 and summed (``lite_aggr.deconv``)."""
+
+    def __init__(self, *, in_channels: Sequence[int], agg_dim: int):
+        """
+        Args:
+            in_channels: channels of res2, res3, res4, res5.
+            agg_dim: A, the fused width.
+        """
+        super().__init__()
+        c2, c3, c4, c5 = in_channels
+        o2, o3, o4, o5 = (c // 2 for c in in_channels)
+        self.lateral_conv0 = nn.Conv2d(c5, o5, 1)
+        self.lateral_conv1 = nn.Conv2d(c4, o4, 1)
+        self.lateral_conv2 = nn.Conv2d(c3, o3, 1)
+        self.lateral_conv3 = nn.Conv2d(c2, o2, 1)
+        self.deform_conv1 = DeformUpsample(o5, o4)
+        self.deform_conv2 = DeformUpsample(o4, o3)
+        self.deform_conv3 = DeformUpsample(o3, o2)
+        self.conv_a5 = nn.Conv2d(o5, agg_dim, 1, bias=False)
+        self.conv_a4 = nn.Conv2d(o4, agg_dim, 1, bias=False)
+        self.conv_a3 = nn.Conv2d(o3, agg_dim, 1, bias=False)
+        self.conv_a2 = nn.Conv2d(o2, agg_dim, 1, bias=False)
+        self.bias = nn.Parameter(torch.zeros(1, agg_dim, 1, 1))
+        self.output_conv = nn.Conv2d(agg_dim, agg_dim, 3, padding=1)
+
+    def forward(self, res2, res3, res4, res5) -> torch.Tensor:
+        """res_i (B, c_i, Hp/2^i, Wp/2^i) -> (B, A, Hp/4, Wp/4)."""
+        p5 = self.lateral_conv0(res5)
+        x4 = self.lateral_conv1(res4) + self.deform_conv1(p5)
+        x3 = self.lateral_conv2(res3) + self.deform_conv2(x4)
+        x2 = self.lateral_conv3(res2) + self.deform_conv3(x3)
+
+        def up(x: torch.Tensor, factor: int) -> torch.Tensor:
+            return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+
+        fused = up(self.conv_a5(p5), 8) + up(self.conv_a4(x4), 4) + up(self.conv_a3(x3), 2)
+        return self.output_conv(fused + self.conv_a2(x2) + self.bias)
+
+
+class LiteAggregator(nn.Module):
+    """The neck: top-down fusion, then CoordConv to the hidden width (``lite_aggr``)."""
+
+    def __init__(self, *, in_channels: Sequence[int], agg_dim: int, hidden_dim: int):
+        super().__init__()
+        self.deconv = TopDownFusion(in_channels=in_channels, agg_dim=agg_dim)
+        self.loc_conv = nn.Conv2d(agg_dim + 2, hidden_dim, 1)
+        for p in self.parameters():  # the recipe's initialisation
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """``res2``..``res5`` -> (B, C, Hp/4, Wp/4)."""
+        x = self.deconv(features["res2"], features["res3"], features["res4"], features["res5"])
+        b, _, h, w = x.shape
+        xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype).expand(b, 1, h, w)
+        ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype).view(h, 1).expand(b, 1, h, w)
+        return self.loc_conv(torch.cat([x, xs, ys], dim=1))

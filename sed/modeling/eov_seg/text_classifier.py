@@ -1,0 +1,46 @@
+"""Open-vocabulary classification against text embeddings, with synonyms and a void class.
+
+A vocabulary of T classes with S names in all gives S name embeddings; a learned void
+embedding is appended as row S. An embedding's logit for a class is the scaled cosine
+similarity with the best of its names; the void logit comes last -> (..., T + 1).
+"""
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+class TextClassifier:
+    """The (S + 1, D) classifier of one vocabulary and the names of each class."""
+
+    def __init__(self, name_embeddings: torch.Tensor, void_embedding: torch.Tensor, num_names: Sequence[int]):
+        """
+        Args:
+            name_embeddings: (S, D) L2-normalised embeddings, class by class.
+            void_embedding: (1, D) learned void embedding (normalised here).
+            num_names: names of each class (sums to S).
+        """
+        self.weight = torch.cat([name_embeddings, F.normalize(void_embedding, dim=-1)])
+        # (T, K) column indices of each class's names; shorter lists repeat their first name.
+        starts = torch.tensor([0, *num_names[:-1]]).cumsum(0)
+        width = max(num_names)
+        offsets = torch.arange(width).expand(len(num_names), width)
+        offsets = torch.where(offsets < torch.tensor(num_names)[:, None], offsets, 0)
+        self.name_index = (starts[:, None] + offsets).to(name_embeddings.device)
+
+    @property
+    def num_classes(self) -> int:
+        return self.name_index.shape[0]
+
+    def logits(self, embeddings: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            embeddings: (..., D) embeddings (normalised here).
+            logit_scale: scalar s; the temperature is min(exp(s), 100).
+        Returns:
+            (..., T + 1) logits, void last.
+        """
+        x = F.normalize(embeddings, dim=-1) @ self.weight.t()
+        x = logit_scale.exp().clamp(max=100) * x
+        per_class = x[..., self.name_index.flatten()].unflatten(-1, self.name_index.shape).amax(dim=-1)
+        return torch.cat([per_class, x[..., -1:]], dim=-1)
