@@ -40,10 +40,15 @@ if ! "$VENV/bin/python" -c "import detectron2" 2>/dev/null; then
     "${PIP[@]}" install -q --no-deps "$dst"
 fi
 
+# COCO's reference panoptic-quality code (module `panopticapi`, not on the package index) as
+# packaged by `panopticapi-lite`. Its metadata pins numpy<2 and pulls plotting and image
+# packages that its modules never import (they need numpy and Pillow only): install it alone.
+"${PIP[@]}" install -q --no-deps "panopticapi-lite==0.2.0"
+
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
 
 "$VENV/bin/python" - <<'PY'
-import torch, torchvision, detectron2, open_clip, sed
+import torch, torchvision, detectron2, open_clip, panopticapi.evaluation, sed
 boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0]])
 torchvision.ops.nms(boxes, torch.tensor([0.9, 0.8]), 0.5)
 print(f"[install] ok: torch {torch.__version__}, torchvision {torchvision.__version__}, "
