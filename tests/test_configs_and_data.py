@@ -27,7 +27,7 @@ def test_every_dataset_is_registered_with_metadata():
                         "voc_2012_test_background_sem_seg": 21, "coco_2017_train_stuff_all_sem_seg": 171}
     for spec in DATASETS:
         meta = MetadataCatalog.get(spec.name)
-        assert meta.evaluator_type == "sem_seg" and meta.ignore_label == spec.ignore_label
+        assert meta.evaluator_type == spec.evaluator_type and meta.ignore_label == spec.ignore_label
         if spec.name in expected_classes:
             assert len(meta.stuff_classes) == expected_classes[spec.name]
 

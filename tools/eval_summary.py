@@ -29,7 +29,7 @@ METRICS = ["mIoU", "fwIoU", "mACC", "pACC"]
 def dataset_exists(name: str) -> bool:
     spec = next(d for d in DATASETS if d.name == name)
     root = dataset_root()
-    return all(os.path.isdir(os.path.join(root, p)) for p in (spec.image_dir, spec.label_dir))
+    return all(os.path.exists(os.path.join(root, p)) for p in spec.required_paths)
 
 
 def summarize(eval_dir: str) -> list:

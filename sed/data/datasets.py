@@ -1,18 +1,23 @@
-"""Registration of every semantic-segmentation dataset from one table.
+"""Registration of every dataset, semantic and panoptic, from one table.
 
 Datasets live under ``$DETECTRON2_DATASETS`` (default ``./datasets``). Registering reads
 nothing from disk: a dataset that is missing fails when it is first used, naming the missing
-folder and the command that prepares it.
+folder and the command that prepares it. Names are those of the models' authors (SED's
+benchmarks, EOV-Seg's ``openvocab_*``), so their configs and commands work unchanged; EOV-Seg's
+semantic benchmarks read the same files as SED's, with EOV-Seg's vocabularies.
 """
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_sem_seg
+from detectron2.data.datasets.builtin_meta import CITYSCAPES_CATEGORIES, COCO_CATEGORIES
+
+from ..vocabulary import load_vocabulary
 
 # The project's vocabulary files (same order as the train ids).
 VOCABULARY_DIR = Path(__file__).resolve().parents[2] / "datasets"
@@ -32,9 +37,47 @@ class SemSegDataset:
     ignore_label: int = 255
     # Predicted indices >= this are merged into it before scoring (PAS-20b background).
     background_from: int = -1
+    evaluator_type = "sem_seg"
+
+    @property
+    def required_paths(self) -> Tuple[str, ...]:
+        return (self.image_dir, self.label_dir)
 
 
-DATASETS: List[SemSegDataset] = [
+@dataclass(frozen=True)
+class PanopticDataset:
+    """One split in COCO's panoptic format: images, segment-id PNGs (id = R + 256 G + 65536 B)
+    with a JSON of their segments, semantic label maps (train ids) and optionally a COCO
+    instance JSON (mask AP)."""
+
+    name: str
+    image_dir: str
+    panoptic_dir: str
+    panoptic_json: str
+    sem_seg_dir: str
+    vocabulary: str
+    prepare: str
+    # Dataset category id of each class (the class index is its position).
+    category_ids: Tuple[int, ...]
+    evaluator_type: str
+    instance_json: str = ""
+    # How images and semantic maps are named (a key of PANOPTIC_LAYOUTS).
+    layout: str = "coco"
+    image_ext: str = "jpg"
+    ignore_label: int = 255
+
+    @property
+    def required_paths(self) -> Tuple[str, ...]:
+        return (self.image_dir, self.panoptic_dir, self.panoptic_json, self.sem_seg_dir)
+
+
+COCO_IDS = tuple(c["id"] for c in COCO_CATEGORIES)
+CITYSCAPES_IDS = tuple(c["id"] for c in sorted(CITYSCAPES_CATEGORIES, key=lambda c: c["trainId"]))
+ADE150_IDS = tuple(range(150))
+PREPARE_COCO = "python datasets/prepare_coco_panoptic.py"
+PREPARE_ADE = "python datasets/prepare_ade20k_150.py && python datasets/prepare_ade20k_panoptic.py"
+
+DATASETS: List = [
     SemSegDataset("coco_2017_train_stuff_all_sem_seg", "coco-stuff/images/train2017",
                   "coco-stuff/annotations_detectron2/train2017", "coco.json",
                   "python datasets/prepare_coco_stuff.py"),
@@ -66,6 +109,42 @@ DATASETS: List[SemSegDataset] = [
     SemSegDataset("sed_synthetic_val", "sed_synthetic/images/val",
                   "sed_synthetic/annotations_detectron2/val", "synthetic.json",
                   "python datasets/prepare_synthetic.py", image_ext="png"),
+    # EOV-Seg's semantic benchmarks: SED's files, FC-CLIP's prompt-engineered vocabularies.
+    SemSegDataset("openvocab_ade20k_sem_seg_val", "ADEChallengeData2016/images/validation",
+                  "ADEChallengeData2016/annotations_detectron2/validation", "eov_seg/ade20k_150.json",
+                  "python datasets/prepare_ade20k_150.py"),
+    SemSegDataset("openvocab_ade20k_full_sem_seg_val", "ADE20K_2021_17_01/images_detectron2/validation",
+                  "ADE20K_2021_17_01/annotations_detectron2/validation", "eov_seg/ade20k_847.json",
+                  "python datasets/prepare_ade20k_847.py", label_ext="tif", ignore_label=65535),
+    SemSegDataset("openvocab_pascal_ctx59_sem_seg_val", "VOCdevkit/VOC2010/JPEGImages",
+                  "VOCdevkit/VOC2010/annotations_detectron2/pc59_val", "eov_seg/pascal_ctx_59.json",
+                  "python datasets/prepare_pascal_context_59.py"),
+    SemSegDataset("openvocab_pascal_ctx459_sem_seg_val", "VOCdevkit/VOC2010/JPEGImages",
+                  "VOCdevkit/VOC2010/annotations_detectron2/pc459_val", "eov_seg/pascal_ctx_459.json",
+                  "python datasets/prepare_pascal_context_459.py", label_ext="tif", ignore_label=459),
+    SemSegDataset("openvocab_pascal20_sem_seg_val", "VOCdevkit/VOC2012/JPEGImages",
+                  "VOCdevkit/VOC2012/annotations_detectron2/val", "eov_seg/pascal_voc_20.json",
+                  "python datasets/prepare_voc.py"),
+    SemSegDataset("openvocab_coco_2017_test_stuff_sem_seg", "coco-stuff/images/val2017",
+                  "coco-stuff/annotations_detectron2/val2017", "eov_seg/coco_stuff_171.json",
+                  "python datasets/prepare_coco_stuff.py"),
+    # EOV-Seg's panoptic sets.
+    *[PanopticDataset(f"openvocab_coco_2017_{split}_panoptic_with_sem_seg", f"coco/{split}2017",
+                      f"coco/panoptic_{split}2017", f"coco/annotations/panoptic_{split}2017.json",
+                      f"coco/panoptic_semseg_{split}2017", "eov_seg/coco_panoptic_133.json", PREPARE_COCO,
+                      COCO_IDS, "coco_panoptic_seg", instance_json=f"coco/annotations/instances_{split}2017.json")
+      for split in ("train", "val")],
+    *[PanopticDataset(f"openvocab_ade20k_panoptic_{split}", f"ADEChallengeData2016/images/{folder}",
+                      f"ADEChallengeData2016/ade20k_panoptic_{split}", f"ADEChallengeData2016/ade20k_panoptic_{split}.json",
+                      f"ADEChallengeData2016/annotations_detectron2/{folder}", "eov_seg/ade20k_150.json", PREPARE_ADE,
+                      ADE150_IDS, "ade20k_panoptic_seg", instance_json=f"ADEChallengeData2016/ade20k_instance_{split}.json")
+      for split, folder in (("train", "training"), ("val", "validation"))],
+    *[PanopticDataset(f"openvocab_cityscapes_fine_panoptic_{split}", f"cityscapes/leftImg8bit/{split}",
+                      f"cityscapes/gtFine/cityscapes_panoptic_{split}", f"cityscapes/gtFine/cityscapes_panoptic_{split}.json",
+                      f"cityscapes/gtFine/{split}", "eov_seg/cityscapes_19.json",
+                      "python datasets/prepare_cityscapes_panoptic.py", CITYSCAPES_IDS, "cityscapes_panoptic_seg",
+                      layout="cityscapes", image_ext="png")
+      for split in ("train", "val")],
 ]
 
 
@@ -73,27 +152,94 @@ def dataset_root() -> str:
     return os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
 
 
-def load_split(spec: SemSegDataset) -> List[Dict]:
-    """detectron2 dataset dicts of a split, read under the dataset root of the moment; fails
-    clearly when its folders are missing."""
+def check_on_disk(spec) -> str:
+    """The dataset root, after checking that every path of ``spec`` is there."""
     root = dataset_root()
-    for folder in (spec.image_dir, spec.label_dir):
+    for folder in spec.required_paths:
         path = os.path.join(root, folder)
-        if not os.path.isdir(path):
+        if not os.path.exists(path):
             raise FileNotFoundError(
                 f"Dataset '{spec.name}' not found: {path} does not exist. Prepare it with "
                 f"`{spec.prepare}` (see datasets/README.md), or point $DETECTRON2_DATASETS "
                 f"(now {root!r}) at the folder that holds it."
             )
+    return root
+
+
+def load_split(spec: SemSegDataset) -> List[Dict]:
+    """detectron2 dataset dicts of a semantic split, read under the dataset root of the moment;
+    fails clearly when its folders are missing."""
+    root = check_on_disk(spec)
     return load_sem_seg(
         os.path.join(root, spec.label_dir), os.path.join(root, spec.image_dir),
         gt_ext=spec.label_ext, image_ext=spec.image_ext,
     )
 
 
+def coco_layout(spec: PanopticDataset, root: str, annotation: Dict) -> Tuple[str, str]:
+    """Image and semantic map of a COCO-layout entry: the panoptic PNG's stem."""
+    stem = os.path.splitext(annotation["file_name"])[0]
+    return (os.path.join(root, spec.image_dir, f"{stem}.{spec.image_ext}"),
+            os.path.join(root, spec.sem_seg_dir, f"{stem}.png"))
+
+
+def cityscapes_layout(spec: PanopticDataset, root: str, annotation: Dict) -> Tuple[str, str]:
+    """Image and train-id map of a Cityscapes entry (image id ``<city>_<seq>_<frame>``)."""
+    image_id = annotation["image_id"]
+    city = image_id.split("_")[0]
+    return (os.path.join(root, spec.image_dir, city, f"{image_id}_leftImg8bit.{spec.image_ext}"),
+            os.path.join(root, spec.sem_seg_dir, city, f"{image_id}_gtFine_labelTrainIds.png"))
+
+
+PANOPTIC_LAYOUTS: Dict[str, Callable[[PanopticDataset, str, Dict], Tuple[str, str]]] = {
+    "coco": coco_layout,
+    "cityscapes": cityscapes_layout,
+}
+
+
+def set_panoptic_paths(spec: PanopticDataset, root: str) -> None:
+    """(Re)set the metadata paths the evaluators read, under the dataset root of the moment."""
+    meta = MetadataCatalog.get(spec.name)
+    paths = {
+        "panoptic_root": os.path.join(root, spec.panoptic_dir),
+        "panoptic_json": os.path.join(root, spec.panoptic_json),
+        "image_root": os.path.join(root, spec.image_dir),
+        "json_file": os.path.join(root, spec.instance_json) if spec.instance_json else "",
+    }
+    for key, value in paths.items():
+        if key in meta.as_dict():
+            delattr(meta, key)
+        setattr(meta, key, value)
+
+
+def load_panoptic_split(spec: PanopticDataset) -> List[Dict]:
+    """detectron2 dataset dicts of a panoptic split: ``file_name``, ``image_id``,
+    ``pan_seg_file_name``, ``sem_seg_file_name`` and ``segments_info`` with class indices
+    (``category_id``) and ``isthing``."""
+    root = check_on_disk(spec)
+    set_panoptic_paths(spec, root)
+    with open(os.path.join(root, spec.panoptic_json)) as f:
+        annotations = json.load(f)["annotations"]
+    index = {category_id: i for i, category_id in enumerate(spec.category_ids)}
+    isthing = load_vocabulary(str(VOCABULARY_DIR / spec.vocabulary)).isthing
+    dicts = []
+    for annotation in annotations:
+        image, sem_seg = PANOPTIC_LAYOUTS[spec.layout](spec, root, annotation)
+        segments = [dict(s, category_id=index[s["category_id"]], isthing=isthing[index[s["category_id"]]])
+                    for s in annotation["segments_info"]]
+        dicts.append({
+            "file_name": image, "image_id": annotation["image_id"], "sem_seg_file_name": sem_seg,
+            "pan_seg_file_name": os.path.join(root, spec.panoptic_dir, annotation["file_name"]),
+            "segments_info": segments,
+        })
+    if not dicts:
+        raise FileNotFoundError(f"Dataset '{spec.name}': {spec.panoptic_json} lists no image; "
+                                f"rerun `{spec.prepare}`")
+    return dicts
+
+
 def class_names(vocabulary: str) -> List[str]:
-    with open(VOCABULARY_DIR / vocabulary, encoding="utf-8") as f:
-        return json.load(f)
+    return list(load_vocabulary(str(VOCABULARY_DIR / vocabulary)).names)
 
 
 def load_sem_seg_label(path: str, dtype=int) -> np.ndarray:
@@ -122,17 +268,33 @@ def register_all() -> None:
     for spec in DATASETS:
         if spec.name in DatasetCatalog.list():
             continue
-        DatasetCatalog.register(spec.name, lambda spec=spec: load_split(spec))
-        names = class_names(spec.vocabulary)
-        if spec.background_from >= 0:
-            names = names[: spec.background_from] + ["background"]
+        vocabulary = load_vocabulary(str(VOCABULARY_DIR / spec.vocabulary))
+        names = list(vocabulary.names)
+        if isinstance(spec, PanopticDataset):
+            DatasetCatalog.register(spec.name, lambda spec=spec: load_panoptic_split(spec))
+            ids = spec.category_ids
+            set_panoptic_paths(spec, dataset_root())
+            extra = {
+                "thing_classes": [n for n, t in zip(names, vocabulary.isthing) if t],
+                "thing_dataset_id_to_contiguous_id": {ids[i]: i for i, t in enumerate(vocabulary.isthing) if t},
+                "stuff_dataset_id_to_contiguous_id": {category_id: i for i, category_id in enumerate(ids)},
+                "label_divisor": 1000,
+            }
+        else:
+            DatasetCatalog.register(spec.name, lambda spec=spec: load_split(spec))
+            if spec.background_from >= 0:
+                names = names[: spec.background_from] + ["background"]
+            extra = {
+                "background_from": spec.background_from,
+                "thing_dataset_id_to_contiguous_id": {i: i for i, t in enumerate(vocabulary.isthing) if t},
+            }
         MetadataCatalog.get(spec.name).set(
             stuff_classes=names,
             stuff_colors=palette(len(names)),
             vocabulary=str(VOCABULARY_DIR / spec.vocabulary),
             ignore_label=spec.ignore_label,
-            background_from=spec.background_from,
-            evaluator_type="sem_seg",
+            evaluator_type=spec.evaluator_type,
+            **extra,
         )
 
 
