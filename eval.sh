@@ -1,12 +1,15 @@
 #!/bin/sh
-# Evaluate SED on the six published benchmarks and print one table of the results.
+# Evaluate a model on its published benchmarks and print one table of the results: SED on
+# A-847, PC-459, A-150, PC-59, PAS-20, PAS-20b; EOV-Seg on ADE20K-150 panoptic (PQ, SQ, RQ,
+# AP, mIoU) and A-847, PC-459, A-150, PC-59, PAS-20 (mIoU). The config picks the model.
 #   sh eval.sh configs/convnextB_768.yaml 4 output/ MODEL.WEIGHTS path/to/weights.pth [KEY VALUE ...]
 # Each benchmark's results go to OUTPUT_DIR/eval/NAME; the summary to OUTPUT_DIR/eval/summary.{csv,md}.
 set -e
 SCRIPT=eval.sh
 . "$(dirname "$0")/tools/launch_common.sh"
 shift 3
-"$PYTHON" "$ROOT/tools/eval_summary.py" --list | while read -r name dataset vocabulary; do
+BENCHMARKS=$("$PYTHON" "$ROOT/tools/eval_summary.py" --list "$CONFIG")
+echo "$BENCHMARKS" | while read -r name dataset overrides; do
     if ! "$PYTHON" "$ROOT/tools/eval_summary.py" --exists "$dataset"; then
         echo "eval.sh: $name skipped: dataset $dataset is not on disk" >&2
         continue
@@ -15,9 +18,7 @@ shift 3
     # shellcheck disable=SC2086
     "$PYTHON" "$ROOT/train_net.py" --config-file "$CONFIG" $LAUNCH_ARGS --eval-only \
         OUTPUT_DIR "$OUTPUT_DIR/eval/$name" $DEVICE_OPTS \
-        DATASETS.TEST "(\"$dataset\",)" \
-        MODEL.SEM_SEG_HEAD.TEST_CLASS_JSON "$ROOT/datasets/$vocabulary" \
-        MODEL.SEM_SEG_HEAD.POOLING_SIZES "[1,1]" "$@" \
+        DATASETS.TEST "(\"$dataset\",)" $overrides "$@" \
         || echo "eval.sh: $name failed (see $OUTPUT_DIR/eval/$name/log.txt)" >&2
 done
-exec "$PYTHON" "$ROOT/tools/eval_summary.py" --summarize "$OUTPUT_DIR/eval"
+exec "$PYTHON" "$ROOT/tools/eval_summary.py" --summarize "$CONFIG" "$OUTPUT_DIR/eval"

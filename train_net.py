@@ -21,8 +21,8 @@ from tabulate import tabulate
 
 from sed import add_project_config
 from sed.config import AMP_DTYPES
-from sed.data.evaluation import SEDSemSegEvaluator
-from sed.data.mapper import MAPPER_REGISTRY
+from sed.data.evaluation import build_evaluators
+from sed.data.mapper import build_mapper
 from sed.data.sampler import ResumableTrainingSampler
 from sed.vocabulary import load_class_names
 from sed.solver import build_optimizer
@@ -70,7 +70,7 @@ class Trainer(DefaultTrainer):
             skip=start_iter * cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size())
         return build_detection_train_loader(
             dataset=dataset,
-            mapper=MAPPER_REGISTRY.get(cfg.INPUT.DATASET_MAPPER_NAME)(cfg),
+            mapper=build_mapper(cfg),
             sampler=sampler,
             total_batch_size=cfg.SOLVER.IMS_PER_BATCH // cfg.SOLVER.GRAD_ACCUM_STEPS,
             aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
@@ -80,7 +80,7 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return DatasetEvaluators([SEDSemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)])
+        return DatasetEvaluators(build_evaluators(cfg, dataset_name, output_folder))
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -112,22 +112,54 @@ def check_sed_vocabularies(cfg) -> None:
             )
 
 
-# Checks run before training or evaluation, by meta-architecture (EOV-Seg checks its
+def check_eov_seg_outputs(cfg) -> None:
+    """Each test dataset's evaluation needs the model output it scores."""
+    test = cfg.MODEL.EOV_SEG.TEST
+    for dataset in cfg.DATASETS.TEST:
+        kind = MetadataCatalog.get(dataset).get("evaluator_type", "")
+        if kind == "sem_seg" and not test.SEMANTIC_ON:
+            raise ValueError(f"Dataset '{dataset}' is scored by mIoU: set MODEL.EOV_SEG.TEST.SEMANTIC_ON True "
+                             "(and PANOPTIC_ON / INSTANCE_ON False, as the authors evaluate it)")
+        if kind.endswith("panoptic_seg") and not (test.PANOPTIC_ON or test.SEMANTIC_ON or test.INSTANCE_ON):
+            raise ValueError(f"Dataset '{dataset}': every output of MODEL.EOV_SEG.TEST is off")
+
+
+# Checks run before training or evaluation, by meta-architecture (EOV-Seg also checks its
 # vocabularies when the model is built).
-CONFIG_CHECKS = {"SED": check_sed_vocabularies}
+CONFIG_CHECKS = {"SED": check_sed_vocabularies, "EOV_SEG": check_eov_seg_outputs}
+
+
+def semantic_table(m) -> str:
+    summary = tabulate([[m["mIoU"], m["fwIoU"], m["mACC"], m["pACC"]]],
+                       headers=["mIoU", "fwIoU", "mACC", "pACC"], floatfmt=".2f", tablefmt="pipe")
+    rows = [[k[4:], v, m.get("ACC-" + k[4:])] for k, v in m.items() if k.startswith("IoU-")]
+    return summary + "\n\n" + tabulate(rows, headers=["class", "IoU", "ACC"], floatfmt=".2f",
+                                          tablefmt="pipe", missingval="-")
+
+
+def panoptic_table(m) -> str:
+    rows = [[group] + [m[k + suffix] for k in ("PQ", "SQ", "RQ")]
+            for group, suffix in (("All", ""), ("Things", "_th"), ("Stuff", "_st"))]
+    return tabulate(rows, headers=["", "PQ", "SQ", "RQ"], floatfmt=".2f", tablefmt="pipe")
+
+
+def instance_table(m) -> str:
+    keys = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+    return tabulate([[m.get(k) for k in keys]], headers=keys, floatfmt=".2f", tablefmt="pipe", missingval="-")
+
+
+# Result tables by detectron2 task key, in the order they are printed.
+RESULT_TABLES = {"panoptic_seg": panoptic_table, "segm": instance_table, "sem_seg": semantic_table}
 
 
 def format_results(results) -> str:
-    """Summary (mIoU, fwIoU, mACC, pACC) and per-class IoU/accuracy tables of each dataset."""
+    """The tables of each dataset: PQ/SQ/RQ (All, Things, Stuff), mask AP, and mIoU, fwIoU,
+    mACC, pACC with per-class IoU/accuracy."""
     tables = []
     for dataset, res in results.items():
-        m = res["sem_seg"]
-        tables.append(f"Results on {dataset}:\n" + tabulate(
-            [[m["mIoU"], m["fwIoU"], m["mACC"], m["pACC"]]],
-            headers=["mIoU", "fwIoU", "mACC", "pACC"], floatfmt=".2f", tablefmt="pipe"))
-        rows = [[k[4:], v, m.get("ACC-" + k[4:])] for k, v in m.items() if k.startswith("IoU-")]
-        tables.append(tabulate(rows, headers=["class", "IoU", "ACC"], floatfmt=".2f", tablefmt="pipe",
-                               missingval="-"))
+        for task, table in RESULT_TABLES.items():
+            if task in res:
+                tables.append(f"{task} results on {dataset}:\n" + table(res[task]))
     return "\n\n".join(tables)
 
 
@@ -135,8 +167,8 @@ def report(cfg, results) -> None:
     """Log the result tables and write them to OUTPUT_DIR/results.json (main process)."""
     if not comm.is_main_process() or not results:
         return
-    results = results if all(isinstance(v, dict) and "sem_seg" in v for v in results.values()) \
-        else {cfg.DATASETS.TEST[0]: results}
+    if set(results) <= set(RESULT_TABLES):  # detectron2 returns one dataset's results unnested
+        results = {cfg.DATASETS.TEST[0]: results}
     logger.info("Evaluation results\n%s", format_results(results))
     with open(os.path.join(cfg.OUTPUT_DIR, "results.json"), "w") as f:
         json.dump(results, f, indent=1, default=float)

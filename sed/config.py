@@ -73,7 +73,7 @@ def add_training_config(cfg: CN) -> None:
     cfg.SOLVER.AMP.PRECISION = "float16"
     # Optimizer: "ADAMW" (both recipes) or "SGD".
     cfg.SOLVER.OPTIMIZER = "ADAMW"
-    # Mapper of the training data (a name in sed.data.mapper.MAPPER_REGISTRY).
+    # Mapper of the training data (a name in sed.data.mapper.MAPPERS).
     cfg.INPUT.DATASET_MAPPER_NAME = "SemanticSegMapper"
     # Random crops are re-drawn (up to 10 times) while one class covers more than this
     # fraction of the crop; 1.0 turns the constraint off (the recipe).

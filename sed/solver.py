@@ -1,14 +1,21 @@
-"""Optimizer of the training recipe: AdamW, CLIP image tower at a reduced learning rate, no
-weight decay on norms, optional clipping of the whole model's gradient norm.
+"""Optimizer of both recipes: AdamW, the CLIP image tower at a reduced learning rate, no
+weight decay on norms (and SOLVER.WEIGHT_DECAY_EMBED on embeddings), optional clipping of the
+whole model's gradient norm.
 """
 import itertools
-from typing import Type
+from typing import List, Type
 
 import torch
 from detectron2.solver import get_default_optimizer_params
 from detectron2.solver.build import maybe_add_gradient_clipping
 
-CLIP_IMAGE_TOWER = "encoder.clip.visual."
+# Parameter-name prefixes of each model's CLIP image towers -> the config key of their
+# learning-rate multiplier (EOV-Seg's towers are frozen: the multiplier applies to nothing).
+BACKBONE_MULTIPLIERS = {
+    "encoder.clip.visual.": "CLIP_MULTIPLIER",
+    "cnn_backbone.": "BACKBONE_MULTIPLIER",
+    "vit_backbone.": "BACKBONE_MULTIPLIER",
+}
 
 
 def with_full_model_gradient_clipping(optim: Type[torch.optim.Optimizer], max_norm: float, norm_type: float):
@@ -23,6 +30,25 @@ def with_full_model_gradient_clipping(optim: Type[torch.optim.Optimizer], max_no
     return FullModelGradientClipping
 
 
+def lr_factor(solver, name: str) -> float:
+    for prefix, key in BACKBONE_MULTIPLIERS.items():
+        if name.startswith(prefix):
+            return solver[key]
+    return 1.0
+
+
+def with_embedding_weight_decay(groups: List[dict], model: torch.nn.Module, weight_decay: float) -> List[dict]:
+    """Move the weights of ``nn.Embedding`` modules into groups of their own weight decay."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    out = []
+    for group in groups:
+        kept = [p for p in group["params"] if id(p) not in embeddings]
+        moved = [p for p in group["params"] if id(p) in embeddings]
+        out += [dict(group, params=kept)] if kept else []
+        out += [dict(group, params=moved, weight_decay=weight_decay)] if moved else []
+    return out
+
+
 def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     solver = cfg.SOLVER
     params = get_default_optimizer_params(
@@ -30,8 +56,9 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
         base_lr=solver.BASE_LR,
         weight_decay=solver.WEIGHT_DECAY,
         weight_decay_norm=solver.WEIGHT_DECAY_NORM,
-        lr_factor_func=lambda name: solver.CLIP_MULTIPLIER if name.startswith(CLIP_IMAGE_TOWER) else 1.0,
+        lr_factor_func=lambda name: lr_factor(solver, name),
     )
+    params = with_embedding_weight_decay(params, model, solver.WEIGHT_DECAY_EMBED)
     optimizers = {
         "ADAMW": (torch.optim.AdamW, {}),
         "SGD": (torch.optim.SGD, {"momentum": solver.MOMENTUM}),

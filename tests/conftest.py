@@ -53,6 +53,16 @@ def synthetic_root(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def panoptic_root(tmp_path_factory):
+    """A small generated copy of the panoptic embedded default dataset."""
+    from sed.data.synthetic import generate_panoptic
+
+    root = tmp_path_factory.mktemp("panoptic_datasets")
+    generate_panoptic(str(root), size=96, splits={"train": 12, "val": 4})
+    return root
+
+
 @pytest.fixture
 def env_with_datasets(synthetic_root, tmp_path):
     env = dict(os.environ)

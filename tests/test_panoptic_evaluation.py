@@ -228,8 +228,9 @@ def random_case(seed, n_images=6, h=24, w=32):
     return gt_maps, gt_segments, pred_maps, pred_segments
 
 
-def straightforward_pq(gt_maps, gt_segments, pred_maps, pred_segments):
-    """PQ by the COCO rules from the pixel masks, in fractions, keyed like the evaluator."""
+def straightforward_pq(gt_maps, gt_segments, pred_maps, pred_segments, categories=CATEGORIES):
+    """PQ by the COCO rules from the pixel masks, in fractions, keyed like the evaluator.
+    Segments: GT (id, dataset category, iscrowd), predicted (id, dataset category)."""
     counts = defaultdict(lambda: np.zeros(4))  # IoU sum, TP, FP, FN per category
     for gt, gt_segs, pred, pred_segs in zip(gt_maps, gt_segments, pred_maps, pred_segments):
         void = gt == 0
@@ -252,7 +253,7 @@ def straightforward_pq(gt_maps, gt_segments, pred_maps, pred_segments):
     result = {}
     for suffix, group in (("", (1, 0)), ("_th", (1,)), ("_st", (0,))):
         values = []
-        for c in CATEGORIES:
+        for c in categories:
             iou, tp, fp, fn = counts[c["id"]]
             if c["isthing"] in group and tp + fp + fn:
                 weight = tp + fp / 2 + fn / 2

@@ -145,6 +145,12 @@ DATASETS: List = [
                       "python datasets/prepare_cityscapes_panoptic.py", CITYSCAPES_IDS, "cityscapes_panoptic_seg",
                       layout="cityscapes", image_ext="png")
       for split in ("train", "val")],
+    # The panoptic embedded default: generated shapes on sky and grass (see sed/data/synthetic.py).
+    *[PanopticDataset(f"eov_synthetic_panoptic_{split}", f"eov_synthetic/images/{split}",
+                      f"eov_synthetic/panoptic_{split}", f"eov_synthetic/panoptic_{split}.json",
+                      f"eov_synthetic/panoptic_semseg_{split}", "eov_synthetic.json",
+                      "python datasets/prepare_synthetic.py", (1, 2, 3, 4, 5), "coco_panoptic_seg", image_ext="png")
+      for split in ("train", "val")],
 ]
 
 

@@ -1,20 +1,19 @@
-"""Training data pipeline: resize, crop with the category-area constraint, SSD colour
-augmentation, flip, then pad image and label to the crop size.
+"""Training data pipelines, selected by INPUT.DATASET_MAPPER_NAME: semantic (SED: resize,
+crop with the category-area constraint, SSD colour augmentation, flip, padding to the crop
+size) and panoptic with large-scale jitter (EOV-Seg).
 """
 import copy
 import logging
-from typing import List
+from typing import Callable, Dict, List
 
 import numpy as np
 import torch
 from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
-from detectron2.utils.registry import Registry
+from detectron2.structures import Instances
 from fvcore.transforms.transform import Transform
-
-MAPPER_REGISTRY = Registry("SED_MAPPER")
-MAPPER_REGISTRY.__doc__ = "Training dataset mappers, selected by INPUT.DATASET_MAPPER_NAME."
+from panopticapi.utils import rgb2id
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +75,6 @@ class ColorAugSSD(T.Augmentation):
         return ColorAugSSDTransform(self.img_format)
 
 
-@MAPPER_REGISTRY.register()
 class SemanticSegMapper:
     """Dataset dict -> ``{"image": (3, S, S) uint8 tensor, "sem_seg": (S, S) int64 tensor, ...}``
     with S the crop size: image padded with 128, label with the ignore value.
@@ -123,3 +121,56 @@ class SemanticSegMapper:
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         dataset_dict["sem_seg"] = torch.as_tensor(label.astype("int64"))
         return dataset_dict
+
+
+class PanopticLSJMapper:
+    """Panoptic dataset dict -> ``{"image": (3, S, S) uint8 tensor, "instances": Instances with
+    gt_classes (n,) int64 and gt_masks (n, S, S) bool, ...}``, with large-scale jitter: random
+    flip, resize by a random scale of S x S, S x S crop, padding (image 128, panoptic map an id
+    no segment has). Crowd segments are dropped (their pixels belong to no target).
+    """
+
+    @configurable
+    def __init__(self, *, augmentations: List[T.Augmentation], image_format: str):
+        self.augmentations = T.AugmentationList(augmentations)
+        self.image_format = image_format
+        logger.info("Training augmentations: %s", augmentations)
+
+    @classmethod
+    def from_config(cls, cfg):
+        size = cfg.INPUT.IMAGE_SIZE
+        augs = [
+            T.RandomFlip(horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal", vertical=cfg.INPUT.RANDOM_FLIP == "vertical"),
+            T.ResizeScale(min_scale=cfg.INPUT.MIN_SCALE, max_scale=cfg.INPUT.MAX_SCALE, target_height=size, target_width=size),
+            T.FixedSizeCrop(crop_size=(size, size)),
+        ]
+        return {"augmentations": augs, "image_format": cfg.INPUT.FORMAT}
+
+    def __call__(self, dataset_dict):
+        dataset_dict = copy.deepcopy(dataset_dict)
+        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
+        utils.check_image_size(dataset_dict, image)
+        panoptic = utils.read_image(dataset_dict.pop("pan_seg_file_name"), "RGB")
+        aug_input = T.AugInput(image)
+        transforms = self.augmentations(aug_input)
+        image = aug_input.image
+        ids = rgb2id(transforms.apply_segmentation(panoptic))
+        segments = [s for s in dataset_dict.pop("segments_info") if not s["iscrowd"]]
+        instances = Instances(image.shape[:2])
+        instances.gt_classes = torch.tensor([s["category_id"] for s in segments], dtype=torch.int64)
+        masks = np.stack([ids == s["id"] for s in segments]) if segments else np.zeros((0, *ids.shape), bool)
+        instances.gt_masks = torch.from_numpy(masks)
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        dataset_dict["instances"] = instances
+        return dataset_dict
+
+
+# Training mappers by INPUT.DATASET_MAPPER_NAME (EOV-Seg's under its authors' name).
+MAPPERS: Dict[str, Callable] = {"SemanticSegMapper": SemanticSegMapper, "coco_panoptic_lsj": PanopticLSJMapper}
+
+
+def build_mapper(cfg) -> Callable:
+    name = cfg.INPUT.DATASET_MAPPER_NAME
+    if name not in MAPPERS:
+        raise ValueError(f"INPUT.DATASET_MAPPER_NAME={name!r}; choose one of {sorted(MAPPERS)}")
+    return MAPPERS[name](cfg)
