@@ -5,6 +5,7 @@ import torch
 def test_stack_imports_and_nms_runs():
     import detectron2  # noqa: F401
     import open_clip  # noqa: F401
+    import cityscapesscripts.preparation.createPanopticImgs  # noqa: F401
     import panopticapi.evaluation  # noqa: F401
     import torchvision
 

@@ -45,10 +45,17 @@ fi
 # packages that its modules never import (they need numpy and Pillow only): install it alone.
 "${PIP[@]}" install -q --no-deps "panopticapi-lite==0.2.0"
 
+# Cityscapes' converters (csCreatePanopticImgs, csCreateTrainIdLabelImgs) for
+# datasets/prepare_cityscapes_panoptic.py. They import pyquaternion; the rest of their declared
+# dependencies (matplotlib, requests, coloredlogs, appdirs, the obsolete `typing` backport) only
+# serve other tools of the package: install both alone.
+"${PIP[@]}" install -q --no-deps "cityscapesscripts==2.3.0" "pyquaternion==0.9.9"
+
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
 
 "$VENV/bin/python" - <<'PY'
 import torch, torchvision, detectron2, open_clip, panopticapi.evaluation, sed
+import cityscapesscripts.preparation.createPanopticImgs
 boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0]])
 torchvision.ops.nms(boxes, torch.tensor([0.9, 0.8]), 0.5)
 print(f"[install] ok: torch {torch.__version__}, torchvision {torchvision.__version__}, "

@@ -4,6 +4,7 @@ tables, and a resumable, multi-process, progress-reporting loop over files.
 import argparse
 import json
 import os
+from contextlib import contextmanager
 from multiprocessing import Pool
 from pathlib import Path
 from typing import Callable, Iterable, List, Sequence, Tuple
@@ -15,13 +16,24 @@ from tqdm import tqdm
 from .datasets import dataset_root
 
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "datasets" / "reference"
+# ADE20K's split folders by split name.
+ADE20K_FOLDERS = {"val": "validation", "train": "training"}
 
 
-def parse_args(description: str) -> argparse.Namespace:
+def parse_args(description: str, splits: Sequence[str] = (), default_splits: Sequence[str] = ()) -> argparse.Namespace:
+    """``--root`` and ``--workers``; with ``splits``, also ``--splits`` (default ``default_splits``,
+    else all), returned in the order of ``splits`` whatever the order given."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default=dataset_root(), help="datasets folder (default: $DETECTRON2_DATASETS or ./datasets)")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes (default: all cores)")
-    return parser.parse_args()
+    if splits:
+        default = list(default_splits or splits)
+        parser.add_argument("--splits", nargs="+", choices=splits, default=default,
+                            help=f"splits to convert (default: {' '.join(default)})")
+    args = parser.parse_args()
+    if splits:
+        args.splits = [s for s in splits if s in args.splits]
+    return args
 
 
 def require(path: Path, what: str) -> Path:
@@ -31,9 +43,17 @@ def require(path: Path, what: str) -> Path:
     return path
 
 
+def require_files(paths: Sequence[Path], what: str) -> None:
+    """Fail, naming how many and the first, when some of the files an incomplete download
+    would lack are missing."""
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise SystemExit(f"error: {len(missing)} of {len(paths)} {what} are missing (first: {missing[0]}): "
+                         "is the download complete and fully unpacked? See datasets/README.md.")
+
+
 def reference(name: str):
-    with open(REFERENCE_DIR / name) as f:
-        return json.load(f)
+    return load_json(REFERENCE_DIR / name)
 
 
 def lookup_table(pairs: Iterable[Tuple[int, int]], size: int, fill: int, dtype=np.uint8) -> np.ndarray:
@@ -50,17 +70,36 @@ def read_label(path) -> np.ndarray:
         return np.array(image)
 
 
-def save_atomic(array_or_image, path: Path) -> None:
-    """Write an image so that an interrupted run never leaves a partial file behind."""
+@contextmanager
+def atomic_output(path: Path):
+    """A temporary path (same folder and extension) to write ``path`` through: it is renamed to
+    ``path`` once the block completes, so an interrupted run never leaves a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    image = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image)
-    image.save(tmp)
+    yield tmp
     os.replace(tmp, path)
 
 
+def save_atomic(array_or_image, path: Path) -> None:
+    """Write an image atomically (see ``atomic_output``)."""
+    image = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image)
+    with atomic_output(path) as tmp:
+        image.save(tmp)
+
+
+def save_json_atomic(data, path: Path) -> None:
+    """Write a JSON file atomically (see ``atomic_output``)."""
+    with atomic_output(path) as tmp, open(tmp, "w") as f:
+        json.dump(data, f)
+
+
+def load_json(path: Path):
+    with open(path) as f:
+        return json.load(f)
+
+
 def run_jobs(jobs: Sequence[Tuple], convert: Callable, outputs: Callable[[Tuple], List[Path]],
-             workers: int, desc: str) -> int:
+             workers: int, desc: str, unit: str = "file") -> int:
     """Run ``convert(*job)`` for every job whose outputs are not all written yet.
 
     Returns the number of jobs converted in this run.
@@ -72,12 +111,13 @@ def run_jobs(jobs: Sequence[Tuple], convert: Callable, outputs: Callable[[Tuple]
     if not todo:
         return 0
     if workers > 1:
+        chunksize = max(1, min(8, len(todo) // (4 * workers)))  # few large jobs still spread over all workers
         with Pool(workers) as pool:
-            for _ in tqdm(pool.imap_unordered(_star, [(convert, job) for job in todo], chunksize=8),
-                          total=len(todo), desc=desc, unit="file"):
+            for _ in tqdm(pool.imap_unordered(_star, [(convert, job) for job in todo], chunksize=chunksize),
+                          total=len(todo), desc=desc, unit=unit):
                 pass
     else:
-        for job in tqdm(todo, desc=desc, unit="file"):
+        for job in tqdm(todo, desc=desc, unit=unit):
             convert(*job)
     return len(todo)
 
