@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# README command 1: set up, generate the embedded default dataset, train SED on it through
-# run.sh -> train_net.py (CPU), and print the evaluation table.
-#   bash tools/quickstart.sh [OUTPUT_DIR] [KEY VALUE ...]
+# README command 1: set up, generate the embedded default datasets, train a tiny model on one
+# through run.sh -> train_net.py (CPU), and print the evaluation tables.
+#   bash tools/quickstart.sh [sed|eov_seg] [OUTPUT_DIR] [KEY VALUE ...]
+# sed (default): semantic segmentation, mIoU table; eov_seg: panoptic, PQ/SQ/RQ and mIoU tables.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+MODEL=sed
+case "${1:-}" in sed|eov_seg) MODEL=$1; shift ;; esac
+case $MODEL in
+    sed) CONFIG=configs/synthetic_tiny.yaml; DEFAULT_OUTPUT=output/synthetic_tiny ;;
+    eov_seg) CONFIG=configs/eov_seg/synthetic_tiny.yaml; DEFAULT_OUTPUT=output/eov_seg_synthetic_tiny ;;
+esac
 bash tools/install.sh
-OUTPUT_DIR="${1:-output/synthetic_tiny}"
+OUTPUT_DIR="${1:-$DEFAULT_OUTPUT}"
 shift || true
 .venv/bin/python datasets/prepare_synthetic.py
-sh run.sh configs/synthetic_tiny.yaml 0 "$OUTPUT_DIR" "$@"
+sh run.sh "$CONFIG" 0 "$OUTPUT_DIR" "$@"
