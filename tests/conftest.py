@@ -1,5 +1,8 @@
 import json
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -95,3 +98,18 @@ def eov_tiny_model(train_json, test_json, *opts, seed=0):
         "MODEL.EOV_SEG.NUM_CLASSES", str(len(json.loads(Path(train_json).read_text()))), *opts,
     )
     return build_model(cfg).eval()
+
+
+def kill_after_first_checkpoint(args, out, env) -> int:
+    """Start the training command ``args`` (writing to ``out``), kill it with SIGKILL as soon as
+    it has written a checkpoint, and return the iteration a resumed run starts from."""
+    run = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    deadline = time.time() + 300
+    while not (out / "last_checkpoint").exists() and time.time() < deadline and run.poll() is None:
+        time.sleep(0.1)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    assert not (out / "model_final.pth").exists()
+    done = (out / "last_checkpoint").read_text()
+    return int(done[len("model_"):-len(".pth")]) + 1

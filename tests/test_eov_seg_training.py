@@ -1,18 +1,15 @@
 """EOV-Seg training and evaluation through train_net.py: the large-scale-jitter mapper, the
 optimizer's groups, config checks, a killed run resumed, and the panoptic evaluation."""
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
-import pytest
 import torch
 from detectron2.data import DatasetCatalog
 from torch import nn
 
-from conftest import ROOT, eov_cfg
+from conftest import ROOT, eov_cfg, kill_after_first_checkpoint
 from sed.data.mapper import PanopticLSJMapper
 from sed.solver import build_optimizer
 
@@ -80,16 +77,8 @@ def test_killed_run_resumes_to_the_end_and_reports_pq(tmp_path, panoptic_root):
     env = dict(os.environ, DETECTRON2_DATASETS=str(panoptic_root), HOME=str(tmp_path))
     out = tmp_path / "out"
     args = ["sh", "run.sh", CONFIG, "0", str(out), *FAST, "SOLVER.MAX_ITER", "8", "TEST.EVAL_PERIOD", "0"]
-    run = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           start_new_session=True)
-    deadline = time.time() + 300
-    while not (out / "last_checkpoint").exists() and time.time() < deadline and run.poll() is None:
-        time.sleep(0.1)
-    os.killpg(run.pid, signal.SIGKILL)
-    run.wait()
-    assert (out / "model_0000001.pth").exists() and not (out / "model_final.pth").exists()
-    done = (out / "last_checkpoint").read_text()
-    start = int(done[len("model_"):-len(".pth")]) + 1
+    start = kill_after_first_checkpoint(args, out, env)
+    assert (out / "model_0000001.pth").exists()
     result = subprocess.run(args[:-2] + ["TEST.EVAL_PERIOD", "8"], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -8,7 +8,7 @@ import pytest
 import torch
 from detectron2.engine import SimpleTrainer
 
-from conftest import ROOT, tiny_model
+from conftest import ROOT, kill_after_first_checkpoint, tiny_model
 from sed.train_loop import AccumulatingTrainer
 from test_scripts import FAST, sh
 
@@ -159,23 +159,11 @@ def test_resumed_loader_continues_the_image_stream(synthetic_root, monkeypatch):
 
 
 def test_killed_run_resumes_to_the_end(tmp_path, env_with_datasets):
-    import os
-    import signal
-    import time
-
     out = tmp_path / "out"
     args = ["sh", "run.sh", "configs/synthetic_tiny.yaml", "0", str(out), *FAST, "SOLVER.MAX_ITER", "60",
             "SOLVER.CHECKPOINT_PERIOD", "4", "TEST.EVAL_PERIOD", "0"]
-    run = subprocess.Popen(args, cwd=ROOT, env=env_with_datasets, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    while not (out / "last_checkpoint").exists() and time.time() < deadline and run.poll() is None:
-        time.sleep(0.1)
-    os.killpg(run.pid, signal.SIGKILL)
-    run.wait()
-    assert (out / "model_0000003.pth").exists() and not (out / "model_final.pth").exists()
-    done = (out / "last_checkpoint").read_text()
-    start = int(done[len("model_"):-len(".pth")]) + 1
+    start = kill_after_first_checkpoint(args, out, env_with_datasets)
+    assert (out / "model_0000003.pth").exists()
     result = subprocess.run(args, cwd=ROOT, env=env_with_datasets, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Starting training from iteration {start}" in result.stdout + result.stderr
