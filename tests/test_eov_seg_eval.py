@@ -89,6 +89,7 @@ def test_eval_sh_reports_pq_ap_miou_matching_an_independent_computation(tmp_path
               "MODEL.EOV_SEG.TEXT_CACHE_DIR", str(tmp_path / "text"), *VOCABULARY]
     train = subprocess.run(
         ["sh", "run.sh", CONFIG, "0", str(tmp_path / "train"), *common, "DATASETS.TRAIN", "('openvocab_ade20k_panoptic_train',)",
+         "DATASETS.TEST", "('openvocab_ade20k_panoptic_val',)",
          "SOLVER.MAX_ITER", "60", "SOLVER.STEPS", "(50,)", "TEST.EVAL_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD", "1000"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert train.returncode == 0, train.stderr[-3000:]

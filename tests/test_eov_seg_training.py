@@ -1,5 +1,6 @@
 """EOV-Seg training and evaluation through train_net.py: the large-scale-jitter mapper, the
 optimizer's groups, config checks, a killed run resumed, and the panoptic evaluation."""
+import json
 import os
 import subprocess
 import sys
@@ -87,3 +88,16 @@ def test_killed_run_resumes_to_the_end_and_reports_pq(tmp_path, panoptic_root):
     assert torch.load(out / "model_final.pth", weights_only=False)["iteration"] == 7
     assert "panoptic_seg results on eov_synthetic_panoptic_val" in log and "| Things" in log
     assert "sem_seg results on eov_synthetic_panoptic_val" in log
+
+
+def test_training_is_deterministic_given_the_seed(tmp_path, panoptic_root):
+    env = dict(os.environ, DETECTRON2_DATASETS=str(panoptic_root), HOME=str(tmp_path))
+    losses = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        result = train_net("OUTPUT_DIR", str(out), *FAST, "SOLVER.MAX_ITER", "3", "DATASETS.TEST", "()",
+                           "SEED", "7", "DATALOADER.NUM_WORKERS", "1", env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        metrics = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+        losses.append([{k: v for k, v in m.items() if "loss" in k} for m in metrics])
+    assert losses[0] == losses[1] and len(losses[0]) >= 1 and losses[0][0]
