@@ -73,6 +73,8 @@ def add_training_config(cfg: CN) -> None:
     cfg.SOLVER.AMP.PRECISION = "float16"
     # Optimizer: "ADAMW" (both recipes) or "SGD".
     cfg.SOLVER.OPTIMIZER = "ADAMW"
+    # Weight decay of nn.Embedding parameters.
+    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
     # Mapper of the training data (a name in sed.data.mapper.MAPPERS).
     cfg.INPUT.DATASET_MAPPER_NAME = "SemanticSegMapper"
     # Random crops are re-drawn (up to 10 times) while one class covers more than this
@@ -163,8 +165,6 @@ def add_eov_seg_config(cfg: CN) -> None:
     # The authors' solver and input keys.
     # Learning-rate multiplier of backbone parameters (all frozen in the released recipe).
     cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
-    # Weight decay of nn.Embedding parameters.
-    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
     # Polynomial schedule (unused by the released step schedule).
     cfg.SOLVER.POLY_LR_POWER = 0.9
     cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
