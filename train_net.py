@@ -8,6 +8,7 @@
 import json
 import logging
 import os
+from typing import Dict, List, Set
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -21,6 +22,7 @@ from tabulate import tabulate
 
 from sed import add_project_config
 from sed.config import AMP_DTYPES
+from sed.data.custom import CustomDatasetError, CustomSplit, resolve_custom_datasets
 from sed.data.evaluation import build_evaluators
 from sed.data.mapper import build_mapper
 from sed.data.sampler import ResumableTrainingSampler
@@ -174,13 +176,62 @@ def report(cfg, results) -> None:
         json.dump(results, f, indent=1, default=float)
 
 
-def setup(args):
+def sed_custom_keys(train: List[CustomSplit], test: List[CustomSplit], explicit: Set[str]) -> Dict:
+    """SED's vocabularies, and the ignore value of its loss, follow its custom datasets."""
+    for split in train + test:
+        if split.kind != "semantic":
+            raise CustomDatasetError(f"SED segments semantically, but {split.path()} has {split.kind} ground "
+                                     "truth: give a split with labels/ (see README, 'Your own dataset')")
+    keys = {}
+    if train:
+        keys["MODEL.SEM_SEG_HEAD.TRAIN_CLASS_JSON"] = train[0].classes_file
+        keys["MODEL.SEM_SEG_HEAD.IGNORE_VALUE"] = train[0].ignore_label
+    if test:
+        keys["MODEL.SEM_SEG_HEAD.TEST_CLASS_JSON"] = test[0].classes_file
+    return keys
+
+
+def eov_seg_custom_keys(train: List[CustomSplit], test: List[CustomSplit], explicit: Set[str]) -> Dict:
+    """EOV-Seg's vocabularies follow its custom datasets; NUM_CLASSES follows the training
+    vocabulary unless that is given on the command line."""
+    for split in train:
+        if split.kind != "panoptic":
+            raise CustomDatasetError(f"EOV-Seg trains on panoptic ground truth, but {split.path()} has "
+                                     f"{split.kind} labels: give a split with panoptic.json and panoptic/")
+    keys = {}
+    if train:
+        keys["MODEL.EOV_SEG.TRAIN_CLASS_JSON"] = train[0].classes_file
+        if "MODEL.EOV_SEG.TRAIN_CLASS_JSON" not in explicit:
+            keys["MODEL.EOV_SEG.NUM_CLASSES"] = len(train[0].vocabulary)
+    if test:
+        keys["MODEL.EOV_SEG.TEST_CLASS_JSON"] = test[0].classes_file
+    return keys
+
+
+# Config values that follow the custom datasets (folders) of DATASETS.TRAIN / DATASETS.TEST, by
+# meta-architecture; keys given on the command line keep their value.
+CUSTOM_DATASET_KEYS = {"SED": sed_custom_keys, "EOV_SEG": eov_seg_custom_keys}
+
+
+def build_cfg(args):
+    """The config of ``args``; custom dataset folders in DATASETS are checked (stopping on any
+    problem) and registered, and the model's vocabulary follows them."""
     cfg = get_cfg()
     add_project_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
+    train, test = resolve_custom_datasets(cfg)
+    follow = CUSTOM_DATASET_KEYS.get(cfg.MODEL.META_ARCHITECTURE)
+    if follow and (train or test):
+        explicit = set(args.opts[0::2])
+        cfg.merge_from_list([x for k, v in follow(train, test, explicit).items() if k not in explicit for x in (k, v)])
+    return cfg
+
+
+def setup(args):
+    cfg = build_cfg(args)
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="sed")
@@ -207,5 +258,7 @@ def main(args):
 
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
+    if args.num_gpus * args.num_machines > 1:
+        build_cfg(args)  # checks custom datasets once (remembered) before the processes start
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))

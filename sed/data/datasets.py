@@ -10,14 +10,14 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_sem_seg
 from detectron2.data.datasets.builtin_meta import CITYSCAPES_CATEGORIES, COCO_CATEGORIES
 
-from ..vocabulary import load_vocabulary
+from ..vocabulary import Vocabulary, load_vocabulary
 
 # The project's vocabulary files (same order as the train ids).
 VOCABULARY_DIR = Path(__file__).resolve().parents[2] / "datasets"
@@ -270,6 +270,37 @@ def palette(num_classes: int) -> List[List[int]]:
     return colours
 
 
+def panoptic_metadata(vocabulary: Vocabulary, category_ids: Sequence[int]) -> Dict:
+    """Metadata of a panoptic split whose class i has dataset category id ``category_ids[i]``."""
+    return {
+        "thing_classes": [n for n, t in zip(vocabulary.names, vocabulary.isthing) if t],
+        "thing_dataset_id_to_contiguous_id": {category_ids[i]: i for i, t in enumerate(vocabulary.isthing) if t},
+        "stuff_dataset_id_to_contiguous_id": {category_id: i for i, category_id in enumerate(category_ids)},
+        "label_divisor": 1000,
+    }
+
+
+def semantic_metadata(vocabulary: Vocabulary, background_from: int = -1) -> Dict:
+    """Metadata of a semantic split (class index = train id)."""
+    return {
+        "background_from": background_from,
+        "thing_dataset_id_to_contiguous_id": {i: i for i, t in enumerate(vocabulary.isthing) if t},
+    }
+
+
+def set_metadata(name: str, class_names: List[str], vocabulary: str, ignore_label: int, evaluator_type: str,
+                 **extra) -> None:
+    """The metadata every split has: classes, colours, vocabulary file, ignore value, evaluator."""
+    MetadataCatalog.get(name).set(
+        stuff_classes=class_names,
+        stuff_colors=palette(len(class_names)),
+        vocabulary=vocabulary,
+        ignore_label=ignore_label,
+        evaluator_type=evaluator_type,
+        **extra,
+    )
+
+
 def register_all() -> None:
     for spec in DATASETS:
         if spec.name in DatasetCatalog.list():
@@ -278,30 +309,15 @@ def register_all() -> None:
         names = list(vocabulary.names)
         if isinstance(spec, PanopticDataset):
             DatasetCatalog.register(spec.name, lambda spec=spec: load_panoptic_split(spec))
-            ids = spec.category_ids
             set_panoptic_paths(spec, dataset_root())
-            extra = {
-                "thing_classes": [n for n, t in zip(names, vocabulary.isthing) if t],
-                "thing_dataset_id_to_contiguous_id": {ids[i]: i for i, t in enumerate(vocabulary.isthing) if t},
-                "stuff_dataset_id_to_contiguous_id": {category_id: i for i, category_id in enumerate(ids)},
-                "label_divisor": 1000,
-            }
+            extra = panoptic_metadata(vocabulary, spec.category_ids)
         else:
             DatasetCatalog.register(spec.name, lambda spec=spec: load_split(spec))
             if spec.background_from >= 0:
                 names = names[: spec.background_from] + ["background"]
-            extra = {
-                "background_from": spec.background_from,
-                "thing_dataset_id_to_contiguous_id": {i: i for i, t in enumerate(vocabulary.isthing) if t},
-            }
-        MetadataCatalog.get(spec.name).set(
-            stuff_classes=names,
-            stuff_colors=palette(len(names)),
-            vocabulary=str(VOCABULARY_DIR / spec.vocabulary),
-            ignore_label=spec.ignore_label,
-            evaluator_type=spec.evaluator_type,
-            **extra,
-        )
+            extra = semantic_metadata(vocabulary, spec.background_from)
+        set_metadata(spec.name, names, str(VOCABULARY_DIR / spec.vocabulary), spec.ignore_label,
+                     spec.evaluator_type, **extra)
 
 
 register_all()

@@ -13,12 +13,15 @@ from .panoptic_evaluation import InstanceSegEvaluator, PanopticEvaluator
 class SEDSemSegEvaluator(SemSegEvaluator):
     """mIoU, fwIoU, mACC, pACC and per-class IoU/accuracy over the split's confusion matrix;
     classes absent from the ground truth are left out of the means. For datasets with a
-    ``background_from`` index (PAS-20b), predictions at or above it count as that class.
+    ``background_from`` index (PAS-20b), predictions at or above it count as that class. The
+    ground truth is read with the metadata's ``sem_seg_loading_fn`` where a split has one
+    (custom panoptic splits: from the panoptic PNGs), else as a label map.
     """
 
     def __init__(self, dataset_name: str, distributed: bool = True, output_dir=None):
         super().__init__(dataset_name, distributed=distributed, output_dir=output_dir,
-                         sem_seg_loading_fn=load_sem_seg_label)
+                         sem_seg_loading_fn=MetadataCatalog.get(dataset_name).get("sem_seg_loading_fn",
+                                                                                  load_sem_seg_label))
         self._compute_boundary_iou = False
         self._background_from = MetadataCatalog.get(dataset_name).get("background_from", -1)
 

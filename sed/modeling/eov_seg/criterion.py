@@ -51,6 +51,13 @@ class SetCriterion(nn.Module):
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = no_object_weight
         self.register_buffer("empty_weight", empty_weight)
+        self.register_load_state_dict_pre_hook(self._keep_empty_weight)
+
+    @staticmethod
+    def _keep_empty_weight(module, state_dict, prefix, *args):
+        """``empty_weight`` follows the config (NUM_CLASSES + 1 class weights, the void's last), not
+        the checkpoint: a model trained on another vocabulary loads for fine-tuning on this one."""
+        state_dict[prefix + "empty_weight"] = module.empty_weight
 
     @torch.no_grad()
     def match(self, class_logits: torch.Tensor, mask_logits: torch.Tensor,
