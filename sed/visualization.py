@@ -28,10 +28,11 @@ def panoptic_overlay(image: np.ndarray, panoptic, class_names: Sequence[str], al
     the classes present, largest first. Returns an RGB uint8 picture (H, W + legend width, 3)."""
     colours = class_colours(len(class_names))
     segment_colours = np.zeros((int(panoptic.ids.max(initial=0)) + 1, 3), np.uint8)
-    shades = np.random.default_rng(0).integers(-60, 61, (len(segment_colours), 3))
+    # each thing instance: its class colour mixed with black (< 0) or white (> 0)
+    mix = np.random.default_rng(0).uniform(-0.4, 0.4, len(segment_colours))
     for s in panoptic.segments:
-        shade = shades[s.id] if s.isthing else 0
-        segment_colours[s.id] = np.clip(colours[s.category_id].astype(int) + shade, 0, 255)
+        t, colour = (mix[s.id] if s.isthing else 0.0), colours[s.category_id].astype(np.float32)
+        segment_colours[s.id] = colour * (1 - abs(t)) + (255 * abs(t) if t > 0 else 0)
     unlabelled = panoptic.ids == 0
     blended = _blend(image, segment_colours[panoptic.ids], alpha)
     blended[unlabelled] = image[unlabelled]
