@@ -164,3 +164,16 @@ def test_eov_demo_is_robust_to_names_and_formats(tmp_path):
 def test_eov_demo_refuses_a_bad_marker(tmp_path):
     result = eov_demo("--input", str(tmp_path), "--output", str(tmp_path / "o"), "--vocabulary", "cat:animal")
     assert result.returncode == 2 and "unknown marker" in result.stderr
+
+
+def test_output_names_are_distinct_and_inputs_listed_once(tmp_path):
+    sys.path.insert(0, str(ROOT / "tools"))
+    from demo import expand_inputs, output_names
+
+    for relative in ("a/x.png", "a/x.jpg", "b/x.png", "b/y.png"):
+        (tmp_path / relative).parent.mkdir(exist_ok=True)
+        (tmp_path / relative).write_bytes(b"")
+    files = expand_inputs([str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "b" / "y.png")])
+    assert len(files) == 4
+    names = {str(p.relative_to(tmp_path)): n for p, n in output_names(files).items()}
+    assert names == {"a/x.png": "a__x_png", "a/x.jpg": "a__x_jpg", "b/x.png": "b__x", "b/y.png": "y"}

@@ -58,7 +58,7 @@ def parse_args(argv=None):
 def expand_inputs(specs) -> List[Path]:
     """Files named, found in folders, or matched by globs (each once); patterns matching nothing
     are reported."""
-    files = []
+    files, seen = [], set()
     for spec in specs:
         if os.path.isdir(spec):
             found = sorted(p for p in Path(spec).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)
@@ -66,7 +66,10 @@ def expand_inputs(specs) -> List[Path]:
             found = [Path(p) for p in sorted(glob.glob(spec))]
         if not found:
             logger.warning("No input matches %s", spec)
-        files.extend(p for p in found if p.resolve() not in {f.resolve() for f in files})
+        for path in found:
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
+                files.append(path)
     return files
 
 
