@@ -100,6 +100,10 @@ def parse_vocabulary_spec(spec: Union[str, Sequence[str]], family: str = "SED") 
         if only in BENCHMARK_VOCABULARIES[family]:
             path = BENCHMARK_VOCABULARIES[family][only]
             return parse_vocabulary(json.loads(path.read_text(encoding="utf-8")), source=str(path))
+        others = [f for f, names in BENCHMARK_VOCABULARIES.items() if only in names and f != family]
+        if others and not os.path.isfile(only):
+            raise ValueError(f"{only!r} is a benchmark vocabulary of {' / '.join(others)}; with {family} use one of "
+                             f"{', '.join(BENCHMARK_VOCABULARIES[family])}, class names or a file")
         if os.path.isfile(only):
             source, text = repr(only), Path(only).read_text(encoding="utf-8")
             if text.lstrip().startswith("["):

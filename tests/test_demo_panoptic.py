@@ -39,6 +39,8 @@ def test_benchmark_names_resolve_to_the_model_familys_vocabulary():
     ade = parse_vocabulary_spec("ade150", "EOV_SEG")
     assert len(ade) == 150 and sum(ade.isthing) == 100 and ade.names[0].startswith("wall,walls")
     assert resolve_vocabulary("ade150")[0] == json.loads((ROOT / "datasets" / "ade150.json").read_text())[0]
+    with pytest.raises(ValueError, match="'coco_panoptic' is a benchmark vocabulary of EOV_SEG; with SED use one of ade150"):
+        parse_vocabulary_spec("coco_panoptic", "SED")
 
 
 @pytest.mark.parametrize("entries, message", [
@@ -123,6 +125,9 @@ def test_eov_predictor_gives_panoptic_instances_and_semantics(eov_predictor):
         assert s.isthing == (s.category_id == 0)
     assert set(result.instances.pred_classes.tolist()) <= {0}  # things only
     assert result.instances.pred_masks.shape[1:] == (70, 90)
+    batch = eov_predictor.predict_batch([image, image[:50, :60]], ["red circle:thing", "sky", "grass"])
+    assert [b.panoptic.ids.shape for b in batch] == [(70, 90), (50, 60)]
+    assert [b.probabilities.shape[1:] for b in batch] == [(70, 90), (50, 60)]
     model = eov_predictor.model
     other = eov_predictor(image, "coco_panoptic")
     assert eov_predictor.model is model and other.probabilities.shape[0] == 133 and sum(other.isthing) == 80
