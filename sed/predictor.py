@@ -46,7 +46,7 @@ SET_VOCABULARY: Dict[str, Callable[[torch.nn.Module, Vocabulary], None]] = {
     "EOV_SEG": lambda model, vocabulary: setattr(model, "test_vocabulary", vocabulary),
 }
 PREDICTOR_OPTS: Dict[str, List[str]] = {
-    "SED": ["MODEL.SEM_SEG_HEAD.POOLING_SIZES", "[1, 1]"],  # as in every published evaluation
+    "SED": [],
     "EOV_SEG": ["MODEL.EOV_SEG.TEST.SEMANTIC_ON", "True", "MODEL.EOV_SEG.TEST.PANOPTIC_ON", "True",
                 "MODEL.EOV_SEG.TEST.INSTANCE_ON", "True"],
 }
@@ -137,7 +137,7 @@ def load_config(config_file: str, weights: str = "", opts: Sequence[str] = ()) -
         cfg.MODEL.WEIGHTS = weights
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
-    cfg.merge_from_list(PREDICTOR_OPTS[cfg.MODEL.META_ARCHITECTURE])
+    cfg.MODEL.SEM_SEG_HEAD.POOLING_SIZES = [1, 1]  # as in every published SED evaluation
     cfg.freeze()
     return cfg
 
@@ -160,8 +160,12 @@ class SEDPredictor:
     """Build once, then segment RGB images (H, W, 3) uint8 with any vocabulary; either model."""
 
     def __init__(self, cfg: CfgNode):
-        self.cfg = cfg
         self.family = cfg.MODEL.META_ARCHITECTURE
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.merge_from_list(PREDICTOR_OPTS[self.family])  # every output the result carries
+        cfg.freeze()
+        self.cfg = cfg
         self.model = build_model(cfg).eval()
         if cfg.MODEL.WEIGHTS:
             DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
