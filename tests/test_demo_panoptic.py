@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from conftest import ROOT
-from sed.predictor import Panoptic, PanopticSegment, SEDPredictor, parse_vocabulary_spec, resolve_vocabulary
+from sed import Panoptic, PanopticSegment, SEDPredictor, parse_vocabulary_spec, resolve_vocabulary
 from sed.visualization import class_colours, panoptic_overlay
 from sed.vocabulary import Vocabulary
 
