@@ -1,4 +1,4 @@
-"""Python API: segment images with any vocabulary.
+"""Python API: segment images with any vocabulary, with either model (SED or EOV-Seg).
 
     from sed import SEDPredictor
     predictor = SEDPredictor.from_config_file("configs/convnextB_768.yaml", weights="model.pth")
@@ -6,14 +6,16 @@
     result.labels        # (H, W) int64 indices into the vocabulary
     result.probabilities # (T, H, W) float32
 
-The model is built and its weights loaded once; a new vocabulary only computes (and caches)
-its text embeddings.
+The model (picked by the config's MODEL.META_ARCHITECTURE) is built and its weights loaded once;
+a new vocabulary only computes (and caches) its text embeddings. With an EOV-Seg config the
+result also carries ``panoptic`` and ``instances``; a vocabulary entry "person:thing" marks a
+thing class (see :func:`parse_vocabulary_spec`).
 """
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -21,36 +23,109 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
+from detectron2.structures import Instances
 
 from .config import add_project_config
+from .vocabulary import Vocabulary, parse_vocabulary
 
 VOCABULARY_DIR = Path(__file__).resolve().parents[1] / "datasets"
-BENCHMARK_VOCABULARIES = ("ade150", "ade847", "pc59", "pc459", "voc20", "voc20b", "coco")
+# Benchmark name -> the published vocabulary file of each model family.
+BENCHMARK_VOCABULARIES: Dict[str, Dict[str, Path]] = {
+    "SED": {name: VOCABULARY_DIR / f"{name}.json"
+            for name in ("ade150", "ade847", "pc59", "pc459", "voc20", "voc20b", "coco")},
+    "EOV_SEG": {name: VOCABULARY_DIR / "eov_seg" / f"{file}.json" for name, file in {
+        "ade150": "ade20k_150", "ade847": "ade20k_847", "pc59": "pascal_ctx_59", "pc459": "pascal_ctx_459",
+        "voc20": "pascal_voc_20", "voc21": "pascal_voc_21", "coco_panoptic": "coco_panoptic_133",
+        "coco": "coco_stuff_171", "cityscapes": "cityscapes_19", "mapillary": "mapillary_vistas_65",
+        "lvis": "lvis_1203"}.items()},
+}
+MARKERS = {"thing": True, "stuff": False}
+# Per model family: how a vocabulary is set on the model, and config switches the predictor needs.
+SET_VOCABULARY: Dict[str, Callable[[torch.nn.Module, Vocabulary], None]] = {
+    "SED": lambda model, vocabulary: setattr(model, "test_class_names", list(vocabulary.names)),
+    "EOV_SEG": lambda model, vocabulary: setattr(model, "test_vocabulary", vocabulary),
+}
+PREDICTOR_OPTS: Dict[str, List[str]] = {
+    "SED": [],
+    "EOV_SEG": ["MODEL.EOV_SEG.TEST.SEMANTIC_ON", "True", "MODEL.EOV_SEG.TEST.PANOPTIC_ON", "True",
+                "MODEL.EOV_SEG.TEST.INSTANCE_ON", "True"],
+}
+
+
+@dataclass
+class PanopticSegment:
+    id: int  # value of the segment in ``Panoptic.ids``
+    category_id: int  # index into the vocabulary
+    isthing: bool
+    score: float  # in [0, 1]: mean share of its class in the semantic scores of its pixels
+    area: int  # pixels
+
+
+@dataclass
+class Panoptic:
+    ids: np.ndarray  # (H, W) int32 segment ids, 0 where no segment
+    segments: List[PanopticSegment]
 
 
 @dataclass
 class Segmentation:
     labels: np.ndarray  # (H, W) int64, index into class_names
-    probabilities: torch.Tensor  # (T, H, W) float32
+    probabilities: torch.Tensor  # (T, H, W) float32 class scores (EOV-Seg: mask-weighted, not normalised)
     class_names: List[str]
+    isthing: List[bool]  # (T,) thing flag per class
+    panoptic: Optional[Panoptic] = None  # EOV-Seg only
+    instances: Optional[Instances] = None  # EOV-Seg only: pred_masks (N, H, W), scores (N,), pred_classes (N,)
 
 
-def resolve_vocabulary(spec: Union[str, Sequence[str]]) -> List[str]:
-    """Class names from a benchmark name (``ade150``...), a file (JSON list, or one class per
-    line), or the names themselves. ", " inside a name separates synonyms."""
-    names = [spec] if isinstance(spec, str) else list(spec)
-    if len(names) == 1:
-        only = names[0]
-        if only in BENCHMARK_VOCABULARIES:
-            return json.loads((VOCABULARY_DIR / f"{only}.json").read_text(encoding="utf-8"))
+def parse_entry(entry: str, source: str) -> Vocabulary:
+    """One class from "name" (stuff) or "name:thing" / "name:stuff"."""
+    name, marker = entry.rsplit(":", 1) if ":" in entry else (entry, "stuff")
+    if marker.strip() not in MARKERS:
+        raise ValueError(f"{source}: {entry!r} ends with the unknown marker {marker!r}; "
+                         f"write NAME:{' or NAME:'.join(MARKERS)}")
+    if not name.strip():
+        raise ValueError(f"{source}: {entry!r} has an empty class name")
+    return Vocabulary((name.strip(),), (MARKERS[marker.strip()],))
+
+
+def parse_vocabulary_spec(spec: Union[str, Sequence[str]], family: str = "SED") -> Vocabulary:
+    """Classes with thing flags from a benchmark name of the model family (``ade150``,
+    ``coco_panoptic``...), a file (JSON list of names and/or ``{"name", "isthing"}`` objects, or
+    one class per line), or the entries themselves. Command-line entries and lines are "name"
+    (stuff), "name:thing" or "name:stuff"; ", " inside a name separates synonyms."""
+    entries = [spec] if isinstance(spec, str) else list(spec)
+    source = "the vocabulary"
+    if len(entries) == 1:
+        only = entries[0]
+        if only in BENCHMARK_VOCABULARIES[family]:
+            path = BENCHMARK_VOCABULARIES[family][only]
+            return parse_vocabulary(json.loads(path.read_text(encoding="utf-8")), source=str(path))
+        others = [f for f, names in BENCHMARK_VOCABULARIES.items() if only in names and f != family]
+        if others and not os.path.isfile(only):
+            raise ValueError(f"{only!r} is a benchmark vocabulary of {' / '.join(others)}; with {family} use one of "
+                             f"{', '.join(BENCHMARK_VOCABULARIES[family])}, class names or a file")
         if os.path.isfile(only):
-            text = Path(only).read_text(encoding="utf-8")
-            names = json.loads(text) if text.lstrip().startswith("[") else text.splitlines()
-    names = [n for n in names if n.strip()]
-    if not names:
+            source, text = repr(only), Path(only).read_text(encoding="utf-8")
+            if text.lstrip().startswith("["):
+                try:
+                    return _non_empty(parse_vocabulary(json.loads(text), source=source), family)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{source} is not valid JSON ({e})") from None
+            entries = text.splitlines()
+    classes = [parse_entry(e, source) for e in entries if e.strip()]
+    return _non_empty(Vocabulary(sum((c.names for c in classes), ()), sum((c.isthing for c in classes), ())), family)
+
+
+def _non_empty(vocabulary: Vocabulary, family: str) -> Vocabulary:
+    if not len(vocabulary):
         raise ValueError("The vocabulary is empty: give class names, a vocabulary file or one of "
-                         f"{', '.join(BENCHMARK_VOCABULARIES)}")
-    return names
+                         f"{', '.join(BENCHMARK_VOCABULARIES[family])}")
+    return vocabulary
+
+
+def resolve_vocabulary(spec: Union[str, Sequence[str]], family: str = "SED") -> List[str]:
+    """The class names of :func:`parse_vocabulary_spec`."""
+    return list(parse_vocabulary_spec(spec, family).names)
 
 
 def load_config(config_file: str, weights: str = "", opts: Sequence[str] = ()) -> CfgNode:
@@ -62,15 +137,34 @@ def load_config(config_file: str, weights: str = "", opts: Sequence[str] = ()) -
         cfg.MODEL.WEIGHTS = weights
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.SEM_SEG_HEAD.POOLING_SIZES = [1, 1]  # as in every published evaluation
+    cfg.MODEL.SEM_SEG_HEAD.POOLING_SIZES = [1, 1]  # as in every published SED evaluation
     cfg.freeze()
     return cfg
 
 
+def panoptic_result(ids: torch.Tensor, info: List[dict], probabilities: torch.Tensor) -> Panoptic:
+    """Segments of the model's panoptic output (``ids`` (H, W), ``info`` [{id, isthing,
+    category_id}]) with their area and score (the mean share of the segment's class in the
+    class scores ``probabilities`` (T, H, W) of its pixels)."""
+    ids = ids.cpu()
+    share = probabilities / probabilities.sum(0, keepdim=True).clamp_min(1e-12)
+    segments = []
+    for s in info:
+        mask = ids == s["id"]
+        segments.append(PanopticSegment(int(s["id"]), int(s["category_id"]), bool(s["isthing"]),
+                                        float(share[s["category_id"]][mask].mean()), int(mask.sum())))
+    return Panoptic(ids.numpy().astype(np.int32), segments)
+
+
 class SEDPredictor:
-    """Build once, then segment RGB images (H, W, 3) uint8 with any vocabulary."""
+    """Build once, then segment RGB images (H, W, 3) uint8 with any vocabulary; either model."""
 
     def __init__(self, cfg: CfgNode):
+        self.family = cfg.MODEL.META_ARCHITECTURE
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.merge_from_list(PREDICTOR_OPTS[self.family])  # every output the result carries
+        cfg.freeze()
         self.cfg = cfg
         self.model = build_model(cfg).eval()
         if cfg.MODEL.WEIGHTS:
@@ -81,13 +175,18 @@ class SEDPredictor:
     def from_config_file(cls, config_file: str, weights: str = "", opts: Sequence[str] = ()) -> "SEDPredictor":
         return cls(load_config(config_file, weights, opts))
 
-    def __call__(self, image: np.ndarray, vocabulary: Union[str, Sequence[str]]) -> Segmentation:
+    def vocabulary(self, spec: Union[str, Sequence[str], Vocabulary]) -> Vocabulary:
+        """``spec`` as a :class:`Vocabulary` (see :func:`parse_vocabulary_spec`)."""
+        return spec if isinstance(spec, Vocabulary) else parse_vocabulary_spec(spec, self.family)
+
+    def __call__(self, image: np.ndarray, vocabulary: Union[str, Sequence[str], Vocabulary]) -> Segmentation:
         return self.predict_batch([image], vocabulary)[0]
 
     @torch.no_grad()
-    def predict_batch(self, images: Sequence[np.ndarray], vocabulary: Union[str, Sequence[str]]) -> List[Segmentation]:
-        names = resolve_vocabulary(vocabulary)
-        self.model.test_class_names = names
+    def predict_batch(self, images: Sequence[np.ndarray],
+                      vocabulary: Union[str, Sequence[str], Vocabulary]) -> List[Segmentation]:
+        vocabulary = self.vocabulary(vocabulary)
+        SET_VOCABULARY[self.family](self.model, vocabulary)
         inputs = []
         for image in images:
             resized = self.resize.get_transform(image).apply_image(image)
@@ -96,5 +195,8 @@ class SEDPredictor:
         results = []
         for out in self.model(inputs):
             probs = out["sem_seg"].float().cpu()
-            results.append(Segmentation(probs.argmax(0).numpy(), probs, names))
+            panoptic = panoptic_result(*out["panoptic_seg"], probs) if "panoptic_seg" in out else None
+            instances = out["instances"].to("cpu") if "instances" in out else None
+            results.append(Segmentation(probs.argmax(0).numpy(), probs, list(vocabulary.names),
+                                        list(vocabulary.isthing), panoptic, instances))
         return results

@@ -170,3 +170,4 @@ def test_demo_segments_every_frame_of_a_video(tmp_path, weights):
     assert np.array(Image.open(out / "clip_000002_labels.png")).shape == (64, 96)
     capture = cv2.VideoCapture(str(out / "clip_overlay.mp4"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    assert capture.get(cv2.CAP_PROP_FPS) == 5.0  # the source's frame rate

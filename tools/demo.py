@@ -1,14 +1,22 @@
-"""Segment your own images (or a video) with your own class names.
+"""Segment your own images (or a video) with your own class names, with SED or EOV-Seg (the
+config picks the model).
 
     python tools/demo.py --config-file configs/convnextB_768.yaml --input photos/ *.jpg \\
         --output out/ --vocabulary cat "dog, puppy" sky --opts MODEL.WEIGHTS model.pth
 
---vocabulary takes class names (", " inside a name separates synonyms), a file (a JSON list or
-one class per line), or a benchmark name (ade150, ade847, pc59, pc459, voc20, coco).
+--vocabulary takes class names (", " inside a name separates synonyms; "person:thing" marks a
+thing class, "sky:stuff" or a bare name a stuff class), a file (a JSON list of names and/or
+{"name", "isthing"} objects, or one class per line with the same markers), or a benchmark name
+(SED: ade150, ade847, pc59, pc459, voc20, voc20b, coco; EOV-Seg also coco_panoptic,
+cityscapes, mapillary, lvis, voc21).
 For each image, writes to --output: NAME_overlay.png (colours + legend of the classes
-present), NAME_labels.png (class index per pixel) with NAME_classes.json (index -> name),
-and with --save-probabilities NAME_probs.npy (T, H, W) float32. A video gives the same per frame
-and NAME_overlay.mp4.
+present; with EOV-Seg one colour per segment, thing instances outlined and labelled with class
+and score), NAME_labels.png (class index per pixel) with NAME_classes.json (index -> name),
+with --save-probabilities NAME_probs.npy (T, H, W) float32, and with EOV-Seg the panoptic
+result in COCO panoptic format: NAME_panoptic.png (segment id = R + 256 G + 65536 B) and
+NAME_panoptic.json (segments with category_id = class index, isthing, score, area, bbox).
+A video gives the same per frame and NAME_overlay.mp4 at the source frame rate. NAME is the file
+name without extension, or, where inputs share it, its path below their common folder.
 """
 import argparse
 import glob
@@ -16,17 +24,22 @@ import json
 import logging
 import os
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import Dict, List
 
 import cv2
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
-from sed import SEDPredictor, resolve_vocabulary
-from sed.visualization import overlay_with_legend
+from sed import SEDPredictor
+from sed.predictor import Panoptic, load_config, parse_vocabulary_spec
+from sed.visualization import overlay_with_legend, panoptic_overlay
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
+DEFAULT_FPS = 10.0  # for videos that do not state their frame rate
 logger = logging.getLogger("sed.demo")
 
 
@@ -42,9 +55,10 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def expand_inputs(specs):
-    """Files named, found in folders, or matched by globs; patterns matching nothing are reported."""
-    files = []
+def expand_inputs(specs) -> List[Path]:
+    """Files named, found in folders, or matched by globs (each once); patterns matching nothing
+    are reported."""
+    files, seen = [], set()
     for spec in specs:
         if os.path.isdir(spec):
             found = sorted(p for p in Path(spec).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)
@@ -52,29 +66,77 @@ def expand_inputs(specs):
             found = [Path(p) for p in sorted(glob.glob(spec))]
         if not found:
             logger.warning("No input matches %s", spec)
-        files.extend(found)
+        for path in found:
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
+                files.append(path)
     return files
 
 
+def output_names(files: List[Path]) -> Dict[Path, str]:
+    """A distinct output name per input: its stem, or where stems collide its path below the
+    inputs' common folder with "__" for separators (extension included where still needed)."""
+    stems = Counter(p.stem for p in files)
+    root = Path(os.path.commonpath([str(p.resolve().parent) for p in files])) if files else Path()
+    names = {}
+    for path in files:
+        relative = path.resolve().relative_to(root)
+        names[path] = path.stem if stems[path.stem] == 1 else "__".join(relative.with_suffix("").parts)
+    repeated = Counter(names.values())
+    return {p: n if repeated[n] == 1 else f"{n}_{p.suffix.lstrip('.')}" for p, n in names.items()}
+
+
 def read_image(path: Path):
+    """(H, W, 3) RGB uint8, or None if unreadable. OpenCV applies the EXIF orientation, turns
+    greyscale into RGB, drops an alpha channel and scales 16 bits to 8."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def frames(path: Path):
+    """(index, RGB frame) of a video."""
     capture = cv2.VideoCapture(str(path))
     index = 0
     while True:
         ok, frame = capture.read()
         if not ok:
             break
-        yield f"{path.stem}_{index:06d}", cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
         index += 1
     capture.release()
 
 
+def frame_rate(path: Path) -> float:
+    capture = cv2.VideoCapture(str(path))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    capture.release()
+    return fps if fps > 0 else DEFAULT_FPS
+
+
+def write_panoptic(out_dir: Path, name: str, panoptic: Panoptic, class_names: List[str], isthing: List[bool]):
+    """NAME_panoptic.png (ids as R + 256 G + 65536 B) and NAME_panoptic.json, as COCO panoptic
+    predictions (category ids are class indices)."""
+    ids = panoptic.ids.astype(np.uint32)
+    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
+    Image.fromarray(rgb).save(out_dir / f"{name}_panoptic.png")
+    segments = []
+    for s in panoptic.segments:
+        ys, xs = np.nonzero(panoptic.ids == s.id)
+        bbox = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+        segments.append({"id": s.id, "category_id": s.category_id, "isthing": int(s.isthing), "iscrowd": 0,
+                         "score": round(s.score, 4), "area": s.area, "bbox": bbox})
+    document = {"annotations": [{"image_id": name, "file_name": f"{name}_panoptic.png", "segments_info": segments}],
+                "categories": [{"id": i, "name": n, "isthing": int(t)} for i, (n, t) in enumerate(zip(class_names, isthing))]}
+    (out_dir / f"{name}_panoptic.json").write_text(json.dumps(document, indent=1, ensure_ascii=False))
+
+
 def write_outputs(out_dir: Path, name: str, image, result, save_probabilities: bool):
-    overlay = overlay_with_legend(image, result.labels, result.class_names)
+    """Every output file of one image; returns its overlay (RGB)."""
+    if result.panoptic is None:
+        overlay = overlay_with_legend(image, result.labels, result.class_names)
+    else:
+        overlay = panoptic_overlay(image, result.panoptic, result.class_names)
+        write_panoptic(out_dir, name, result.panoptic, result.class_names, result.isthing)
     cv2.imwrite(str(out_dir / f"{name}_overlay.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
     dtype = np.uint8 if len(result.class_names) <= 256 else np.uint16
     cv2.imwrite(str(out_dir / f"{name}_labels.png"), result.labels.astype(dtype))
@@ -88,8 +150,9 @@ def write_outputs(out_dir: Path, name: str, image, result, save_probabilities: b
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = parse_args(argv)
+    cfg = load_config(args.config_file, opts=args.opts)
     try:
-        vocabulary = resolve_vocabulary(args.vocabulary)
+        vocabulary = parse_vocabulary_spec(args.vocabulary, cfg.MODEL.META_ARCHITECTURE)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -97,9 +160,10 @@ def main(argv=None) -> int:
     if not files:
         print(f"error: no input files found in {args.input}", file=sys.stderr)
         return 2
+    names = output_names(files)
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    predictor = SEDPredictor.from_config_file(args.config_file, opts=args.opts)
+    predictor = SEDPredictor(cfg)
 
     images = [p for p in files if p.suffix.lower() not in VIDEO_EXTENSIONS]
     videos = [p for p in files if p.suffix.lower() in VIDEO_EXTENSIONS]
@@ -112,7 +176,7 @@ def main(argv=None) -> int:
             if image is None:
                 logger.warning("Skipping %s: not a readable image", path)
             else:
-                batch.append((path.stem, image))
+                batch.append((names[path], image))
         if batch:
             for (name, image), result in zip(batch, predictor.predict_batch([b[1] for b in batch], vocabulary)):
                 write_outputs(out_dir, name, image, result, args.save_probabilities)
@@ -121,18 +185,21 @@ def main(argv=None) -> int:
     progress.close()
     for video in videos:
         writer = None
-        for name, frame in tqdm(frames(video), desc=video.name, unit="frame"):
+        for index, frame in tqdm(frames(video), desc=video.name, unit="frame"):
+            name = f"{names[video]}_{index:06d}"
             overlay = write_outputs(out_dir, name, frame, predictor(frame, vocabulary), args.save_probabilities)
             if writer is None:
-                fourcc = cv2.VideoWriter_fourcc(*"mp4v")
-                writer = cv2.VideoWriter(str(out_dir / f"{video.stem}_overlay.mp4"), fourcc, 10.0, overlay.shape[1::-1])
-            writer.write(cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+                size = overlay.shape[1::-1]
+                writer = cv2.VideoWriter(str(out_dir / f"{names[video]}_overlay.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
+                                         frame_rate(video), size)
+            # the legend's width follows the classes present; every frame of a video has one size
+            writer.write(cv2.cvtColor(cv2.resize(overlay, size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR))
             written += 1
         if writer is None:
             logger.warning("Skipping %s: no readable frames", video)
         else:
             writer.release()
-    print(f"Wrote {written} result(s) to {out_dir}")
+    logger.info("Wrote %d result(s) to %s", written, out_dir)
     return 0 if written else 1
 
 
