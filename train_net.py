@@ -253,6 +253,11 @@ def main(args):
         # Set by the final evaluation of DefaultTrainer's EvalHook (TEST.EVAL_PERIOD > 0).
         results = getattr(trainer, "_last_eval_results", None)
     report(cfg, results)
+    if comm.get_world_size() > 1:
+        # Every process leaves together and closes its process group: a gloo worker that
+        # exits while the others still talk aborts (SIGABRT) in the group's destructor.
+        comm.synchronize()
+        torch.distributed.destroy_process_group()
     return results
 
 
