@@ -1,10 +1,21 @@
 """The models' additions to detectron2's config: `add_sed_config`, `add_eov_seg_config`, and
 `add_project_config` (both, for entry points that pick the model by config)."""
+from typing import Optional
+
 import torch
 from detectron2.config import CfgNode as CN
 
-# Autocast types named by SOLVER.AMP.PRECISION and TEST.PRECISION.
+# Autocast types named by SOLVER.AMP.PRECISION.
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+# Inference precisions named by TEST.PRECISION -> autocast type (None: float32, no autocast).
+INFERENCE_DTYPES = {"float32": None, **AMP_DTYPES}
+
+
+def inference_dtype(cfg: CN) -> Optional[torch.dtype]:
+    """The autocast type of ``cfg.TEST.PRECISION``; an unknown name raises."""
+    if cfg.TEST.PRECISION not in INFERENCE_DTYPES:
+        raise ValueError(f"TEST.PRECISION={cfg.TEST.PRECISION!r}; choose one of {sorted(INFERENCE_DTYPES)}")
+    return INFERENCE_DTYPES[cfg.TEST.PRECISION]
 
 
 def add_sed_config(cfg: CN) -> None:
@@ -55,9 +66,6 @@ def add_sed_config(cfg: CN) -> None:
     # Category early rejection at test time: keep the classes in any pixel's top TOPK.
     cfg.TEST.FAST_INFERENCE = False
     cfg.TEST.TOPK = 8
-    # Inference precision: "float32", or autocast to "bfloat16" / "float16" (faster on GPUs,
-    # opt-in: outputs move beyond the float32 tolerances; README, Speed).
-    cfg.TEST.PRECISION = "float32"
 
     # Learning-rate multiplier of the CLIP image tower.
     cfg.SOLVER.CLIP_MULTIPLIER = 0.01
@@ -65,7 +73,10 @@ def add_sed_config(cfg: CN) -> None:
 
 
 def add_training_config(cfg: CN) -> None:
-    """Keys of the project's trainer and data pipeline, shared by every model."""
+    """Keys of the project's trainer, data pipeline and inference precision, shared by every model."""
+    # Inference precision: "float32", or autocast to "bfloat16" / "float16" (faster on GPUs,
+    # opt-in: outputs move beyond the float32 tolerances; README, Speed).
+    cfg.TEST.PRECISION = "float32"
     # Micro-batches per optimizer step: each holds IMS_PER_BATCH / GRAD_ACCUM_STEPS images, so
     # the effective batch stays IMS_PER_BATCH on fewer or smaller GPUs.
     cfg.SOLVER.GRAD_ACCUM_STEPS = 1

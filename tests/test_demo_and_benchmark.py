@@ -97,6 +97,7 @@ def test_benchmark_writes_its_figures(tmp_path):
     assert 0 < figures["ms_per_image"]["p10"] <= figures["ms_per_image"]["median"] <= figures["ms_per_image"]["p90"]
     assert figures["gflops_per_image"] > 0 and figures["peak_memory_mb"] > 0 and 1 <= figures["classes_kept"] <= 12
     assert figures["parameters"] == 2_509_445 and figures["versions"]["torch"] == torch.__version__  # 1 template
+    assert 0 < figures["parameters_run"] < figures["parameters"]  # the text tower is not run
 
 
 def test_benchmark_early_rejection_curve(tmp_path):
@@ -151,7 +152,7 @@ def test_benchmark_train_mode(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(out.read_text())
-    assert figures["mode"] == "train" and figures["iterations_per_s"] > 0 and figures["image_size"] == 128
+    assert figures["mode"] == "train" and figures["iterations_per_s"] > 0 and figures["image_size"] == [128, 128]
 
 
 def test_demo_segments_every_frame_of_a_video(tmp_path, weights):

@@ -1,23 +1,30 @@
-"""Measure SED's speed and memory.
+"""Measure the speed and memory of either model (SED or EOV-Seg, picked by the config).
 
     python tools/benchmark.py --config-file configs/convnextB_768.yaml --vocabulary ade150 \\
         --image-size 768 --batch-size 1 --device cpu --dtype float32 [--fast --topk 8] \\
         [--output results.json] [--opts KEY VALUE ...]
+    python tools/benchmark.py --config-file configs/eov_seg/eov_seg_R50.yaml --vocabulary ade150 \\
+        --image-size 640 853 --device cpu
     python tools/benchmark.py --config-file configs/convnextB_768.yaml --train --device cuda
     python tools/benchmark.py --config-file configs/convnextB_768.yaml --vocabulary pc459 \\
         --random-text-embeddings --fast --ranked-rejection --topk 8 32 128 459 --plot curve.png
 
 Inference: warm-up, then timed iterations (the device synchronised) on random images of
---image-size; reports ms/image (median, p10, p90), images/s, parameters, GFLOPs per image
-(fvcore: one multiply-add counts as one), peak memory (CUDA allocator on GPU, process RSS on
-CPU), device, software versions, the classes kept by early rejection and the time taken to get
-the vocabulary's text embeddings (encoded, or read from the disk cache). --train reports
-training iterations/s and memory at the recipe's crop and batch per device; --text-only just
-the text embeddings (prompts and prompts/s). Prints the figures and writes them as JSON
-(--output).
+--image-size (one value: square; two: height and width; default: SED's 768x768 CLIP input,
+EOV-Seg's published test resize of a 4:3 image, 640x853, with semantic and panoptic output),
+with random weights or MODEL.WEIGHTS (--opts);
+reports ms/image (median, p10, p90), images/s, parameters held and those the inference runs
+(the text tower's are not, once the vocabulary's embeddings are cached), GFLOPs per image
+(fvcore: one multiply-add counts as one; network and semantic output), peak memory (CUDA
+allocator on GPU, process RSS on CPU), device, software versions, the classes kept by early
+rejection (SED) and the time taken to get the vocabulary's text embeddings (encoded, or read
+from the disk cache). --dtype bfloat16 also reports the agreement with float32. --train
+reports training iterations/s and memory at the recipe's crop and batch per device (random
+labels); --text-only just the text embeddings (prompts and prompts/s). Prints the figures and
+writes them as JSON (--output).
 
-Several --topk values measure the early-rejection curve: plain inference, then each TOPK, as
-a list under "curve" (and a picture with --plot). Random weights rank classes at random and
+Several --topk values (SED) measure the early-rejection curve: plain inference, then each TOPK,
+as a list under "curve" (and a picture with --plot). Random weights rank classes at random and
 keep nearly all of them; --ranked-rejection makes the rejection heads rank the classes in one
 fixed order, so exactly TOPK classes go through the decoder, as when trained heads agree.
 """
@@ -28,15 +35,43 @@ import resource
 import statistics
 import sys
 import time
+from dataclasses import dataclass
+from typing import Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from fvcore.nn import FlopCountAnalysis
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from sed.modeling.sed.meta_arch import INFERENCE_DTYPES
-from sed.predictor import load_config, resolve_vocabulary
+from sed.config import INFERENCE_DTYPES
+from sed.predictor import SET_VOCABULARY, load_config, parse_vocabulary_spec
 from sed.solver import build_optimizer
+from sed.vocabulary import Vocabulary
+
+
+@dataclass(frozen=True)
+class Family:
+    """What the benchmark measures of one meta-architecture."""
+
+    image_size: Tuple[int, int]  # default inference input (H, W)
+    opts: Tuple[str, ...]  # config keys: random CLIP initialisation, the outputs measured
+    early_rejection: bool  # --fast, --topk, --ranked-rejection apply
+    training: bool  # --train applies
+
+
+FAMILIES = {
+    "SED": Family((768, 768), ("MODEL.ENC.CLIP_PRETRAINED_WEIGHTS", ""), early_rejection=True, training=True),
+    "EOV_SEG": Family(
+        (640, 853),
+        ("MODEL.OV_HEAD.CLIP_PRETRAINED_WEIGHTS", "", "MODEL.OV_HEAD.CLIP_VIT_PRETRAINED_WEIGHTS", "",
+         "MODEL.EOV_SEG.TEST.SEMANTIC_ON", "True", "MODEL.EOV_SEG.TEST.PANOPTIC_ON", "True",
+         "MODEL.EOV_SEG.TEST.INSTANCE_ON", "False"),
+        early_rejection=False, training=False,
+    ),
+}
 
 
 def parse_args(argv=None):
@@ -44,7 +79,8 @@ def parse_args(argv=None):
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--vocabulary", default="ade150",
                         help="benchmark name, vocabulary file, or a number of classes (generated names)")
-    parser.add_argument("--image-size", type=int, default=768, help="side of the random square input images")
+    parser.add_argument("--image-size", type=int, nargs="+", default=None,
+                        help="random input images: side (square) or height and width; default by model")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=sorted(INFERENCE_DTYPES), default="float32",
@@ -70,11 +106,31 @@ def parse_args(argv=None):
         parser.error("several --topk values measure the early-rejection curve: add --fast")
     if args.plot and len(args.topk) == 1:
         parser.error("--plot draws the early-rejection curve: give several --topk values")
+    if args.image_size and len(args.image_size) > 2:
+        parser.error("--image-size takes a side or a height and a width")
     return args
 
 
-def vocabulary(spec: str):
-    return [f"class {i}" for i in range(int(spec))] if spec.isdigit() else resolve_vocabulary(spec)
+def check_family(args, meta_architecture: str) -> Family:
+    """The :class:`Family` of the config; flags the model has no use for stop with an error."""
+    if meta_architecture not in FAMILIES:
+        raise SystemExit(f"benchmark.py: MODEL.META_ARCHITECTURE {meta_architecture!r} is not one of {sorted(FAMILIES)}")
+    family = FAMILIES[meta_architecture]
+    if not family.early_rejection and (args.fast or args.ranked_rejection or len(args.topk) > 1):
+        raise SystemExit(f"benchmark.py: --fast, --topk and --ranked-rejection measure SED's early rejection, "
+                         f"not {meta_architecture}")
+    if args.train and not family.training:
+        raise SystemExit(f"benchmark.py: --train measures SED; {meta_architecture} training speed is in "
+                         "train_net.py's log (time per iteration)")
+    return family
+
+
+def vocabulary(spec: str, meta_architecture: str) -> Vocabulary:
+    """A benchmark name, a file or class names; a number: that many generated names, even
+    ones things."""
+    if spec.isdigit():
+        return Vocabulary(tuple(f"class {i}" for i in range(int(spec))), tuple(i % 2 == 0 for i in range(int(spec))))
+    return parse_vocabulary_spec(spec, meta_architecture)
 
 
 def synchronize(device: torch.device):
@@ -101,17 +157,20 @@ def timed(step, device, warmup, iters):
     return times
 
 
-def time_inference(model, images, device, warmup, iters) -> dict:
-    """Timing of inference on ``images`` (uint8 (3, H, W) tensors, one batch)."""
+def time_inference(model, images, device, warmup, iters, count_kept: bool) -> dict:
+    """Timing of inference on ``images`` (uint8 (3, H, W) tensors, one batch); with
+    ``count_kept``, the mean number of classes early rejection kept (non-zero scores)."""
     inputs = [{"image": im} for im in images]
     kept = []
 
     @torch.no_grad()
     def step():
         out = model(inputs)
-        kept.append(float(np.mean([int((o["sem_seg"].flatten(1).amax(1) > 0).sum()) for o in out])))
+        if count_kept:
+            kept.append(float(np.mean([int((o["sem_seg"].flatten(1).amax(1) > 0).sum()) for o in out])))
 
-    return {**per_image_figures(timed(step, device, warmup, iters), len(images)), "classes_kept": statistics.mean(kept)}
+    figures = per_image_figures(timed(step, device, warmup, iters), len(images))
+    return {**figures, "classes_kept": statistics.mean(kept)} if count_kept else figures
 
 
 def per_image_figures(times, batch_size: int) -> dict:
@@ -125,16 +184,28 @@ def per_image_figures(times, batch_size: int) -> dict:
     }
 
 
+def panoptic_categories(panoptic_seg) -> torch.Tensor:
+    """(H, W) class of each pixel's panoptic segment (-1: none) from ``(ids, segments)``."""
+    ids, segments = panoptic_seg
+    categories = torch.full(ids.shape, -1, dtype=torch.long, device=ids.device)
+    for segment in segments:
+        categories[ids == segment["id"]] = segment["category_id"]
+    return categories
+
+
 @torch.no_grad()
 def agreement_with_float32(model, images) -> dict:
     """How far reduced-precision outputs are from float32: the fraction of pixels keeping their
-    predicted class (argmax), the largest probability change, and the median float32 margin
-    between the two best classes (labels flip where the margin is below the change)."""
+    predicted class (argmax), the largest score change, and the median float32 margin between
+    the two best classes (labels flip where the margin is below the change); with panoptic
+    output, the fraction of pixels whose segment keeps its class."""
     inputs = [{"image": im} for im in images]
-    reduced = torch.stack([o["sem_seg"] for o in model(inputs)])
+    reduced_out = model(inputs)
     dtype, model.inference_dtype = model.inference_dtype, None
-    full = torch.stack([o["sem_seg"] for o in model(inputs)])
+    full_out = model(inputs)
     model.inference_dtype = dtype
+    reduced = torch.stack([o["sem_seg"] for o in reduced_out]).float()
+    full = torch.stack([o["sem_seg"] for o in full_out])
     figures = {
         "argmax_agreement_vs_float32": float((reduced.argmax(1) == full.argmax(1)).float().mean()),
         "max_probability_change_vs_float32": float((reduced - full).abs().max()),
@@ -142,7 +213,42 @@ def agreement_with_float32(model, images) -> dict:
     if full.shape[1] > 1:
         top2 = full.topk(2, dim=1).values
         figures["float32_top2_margin_median"] = float((top2[:, 0] - top2[:, 1]).median())
+    if "panoptic_seg" in full_out[0]:
+        same = [(panoptic_categories(r["panoptic_seg"]) == panoptic_categories(f["panoptic_seg"])).float().mean()
+                for r, f in zip(reduced_out, full_out)]
+        figures["panoptic_class_agreement_vs_float32"] = float(torch.stack(same).mean())
     return figures
+
+
+class TensorRecorder(TorchDispatchMode):
+    """Records the storages of every tensor the operators it sees read."""
+
+    def __init__(self):
+        super().__init__()
+        self.storages = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self._record((args, kwargs))
+        return func(*args, **(kwargs or {}))
+
+    def _record(self, value):
+        if isinstance(value, torch.Tensor):
+            self.storages.add(value.untyped_storage().data_ptr())
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                self._record(v)
+        elif isinstance(value, dict):
+            for v in value.values():
+                self._record(v)
+
+
+@torch.no_grad()
+def parameters_run(model, images) -> int:
+    """Parameters one inference pass on ``images`` reads (text embeddings already cached)."""
+    inputs = [{"image": im} for im in images]
+    with TensorRecorder() as recorder:
+        model(inputs)
+    return sum(p.numel() for p in model.parameters() if p.untyped_storage().data_ptr() in recorder.storages)
 
 
 def rank_classes_in_order(module, inputs, scores):
@@ -178,28 +284,43 @@ def plot_curve(curve, path: str, title: str):
 
 
 class ImageToSemSeg(torch.nn.Module):
-    """(B, 3, H, W) images -> (B, T, H, W) probabilities, for fvcore's tracer."""
+    """(B, 3, H, W) images -> (B, T, H, W) semantic scores, for fvcore's tracer (the other
+    outputs switched off: their post-processing is data-dependent Python)."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
     def forward(self, images):
-        return torch.stack([o["sem_seg"] for o in self.model([{"image": im} for im in images])])
+        switches = {k: getattr(self.model, k) for k in ("panoptic_on", "instance_on") if hasattr(self.model, k)}
+        for k in switches:
+            setattr(self.model, k, False)
+        try:
+            return torch.stack([o["sem_seg"] for o in self.model([{"image": im} for im in images])])
+        finally:
+            for k, v in switches.items():
+                setattr(self.model, k, v)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    opts = ["MODEL.DEVICE", args.device, "TEST.FAST_INFERENCE", str(args.fast), "TEST.TOPK", str(args.topk[0]),
-            "MODEL.ENC.CLIP_PRETRAINED_WEIGHTS", "", *args.opts]
-    cfg = load_config(args.config_file, opts=opts)
+    meta_architecture = load_config(args.config_file, opts=args.opts).MODEL.META_ARCHITECTURE
+    family = check_family(args, meta_architecture)
+    rejection = ["TEST.FAST_INFERENCE", str(args.fast), "TEST.TOPK", str(args.topk[0])] if family.early_rejection else []
+    cfg = load_config(args.config_file, opts=["MODEL.DEVICE", args.device, *family.opts, *rejection, *args.opts])
     device = torch.device(cfg.MODEL.DEVICE)
     torch.manual_seed(0)
     model = build_model(cfg)
-    names = vocabulary(args.vocabulary)
+    if cfg.MODEL.WEIGHTS:
+        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    classes = vocabulary(args.vocabulary, meta_architecture)
+    names = list(classes.names)
     amp = INFERENCE_DTYPES[args.dtype]
-    size = cfg.INPUT.CROP.SIZE[0] if args.train else args.image_size
-    images = [torch.randint(0, 256, (3, size, size), dtype=torch.uint8) for _ in range(args.batch_size)]
+    if args.train:
+        size = (cfg.INPUT.CROP.SIZE[0],) * 2
+    else:
+        size = (args.image_size[0], args.image_size[-1]) if args.image_size else family.image_size  # one value: square
+    images = [torch.randint(0, 256, (3, *size), dtype=torch.uint8) for _ in range(args.batch_size)]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -207,7 +328,7 @@ def main(argv=None) -> int:
         model.train()
         model.train_class_names = names
         optimizer = build_optimizer(cfg, model)
-        batch = [{"image": im, "sem_seg": torch.randint(0, len(names), (size, size))} for im in images]
+        batch = [{"image": im, "sem_seg": torch.randint(0, len(names), size)} for im in images]
 
         def step():
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
@@ -217,23 +338,23 @@ def main(argv=None) -> int:
             optimizer.step()
     else:
         model.eval()
-        model.test_class_names = names
+        SET_VOCABULARY[meta_architecture](model, classes)
         model.inference_dtype = amp
         if args.ranked_rejection:
             for head in model.decoder.rejection_heads:
                 head.register_forward_hook(rank_classes_in_order)
 
     if args.random_text_embeddings:
-        shape = model.text_embeddings(["probe"]).shape[1:]  # (P, C)
-        text = torch.nn.functional.normalize(torch.randn(len(names), *shape), dim=-1)
+        shape = model.text_embeddings(["probe"]).shape[1:]  # SED: (P, C); EOV-Seg: (C,)
+        text = F.normalize(torch.randn(model.class_embeddings.num_entries(names), *shape), dim=-1)
         model.class_embeddings.put(names, text.to(device))
     start = time.perf_counter()
     model.text_embeddings(names)  # computed (or read from the disk cache) before timing
     text_seconds = time.perf_counter() - start
     results = {
         "mode": "train" if args.train else "text" if args.text_only else "inference",
-        "config": args.config_file, "opts": args.opts, "classes": len(names), "image_size": size,
-        "batch_size": args.batch_size, "dtype": args.dtype, "fast_inference": args.fast,
+        "model": meta_architecture, "config": args.config_file, "opts": args.opts, "classes": len(names),
+        "image_size": list(size), "batch_size": args.batch_size, "dtype": args.dtype, "fast_inference": args.fast,
         "topk": (args.topk[0] if len(args.topk) == 1 else args.topk) if args.fast else None,
         "ranked_rejection": args.ranked_rejection, "random_text_embeddings": args.random_text_embeddings,
         "device": device.type,
@@ -255,21 +376,23 @@ def main(argv=None) -> int:
         curve = []
         for topk in [None, *args.topk]:
             model.fast_inference, model.topk = topk is not None, topk
-            curve.append({"topk": topk, **time_inference(model, images, device, args.warmup, args.iters)})
+            curve.append({"topk": topk, **time_inference(model, images, device, args.warmup, args.iters, True)})
         results["curve"] = curve
         if args.plot:
             where = results["device_name"] if device.type == "cuda" else f"CPU, {results['cpu_threads']} threads"
-            plot_curve(curve, args.plot, f"SED, {len(names)} classes, {args.image_size}px, {where}, {args.dtype}")
+            plot_curve(curve, args.plot, f"SED, {len(names)} classes, {size[0]}x{size[1]}px, {where}, {args.dtype}")
     else:
-        results.update(time_inference(model, images, device, args.warmup, args.iters))
+        results.update(time_inference(model, images, device, args.warmup, args.iters, family.early_rejection))
         if amp is not None:
             results.update(agreement_with_float32(model, images))
     results["peak_memory_mb"] = peak_memory_mb(device)
-    if not (args.train or args.text_only or args.no_flops or "curve" in results):
-        with torch.no_grad():
-            flops = FlopCountAnalysis(ImageToSemSeg(model), (torch.stack(images[:1]),))
-            flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-            results["gflops_per_image"] = flops.total() / 1e9
+    if not (args.train or args.text_only or "curve" in results):
+        results["parameters_run"] = parameters_run(model, images[:1])
+        if not args.no_flops:
+            with torch.no_grad():
+                flops = FlopCountAnalysis(ImageToSemSeg(model), (torch.stack(images[:1]),))
+                flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+                results["gflops_per_image"] = flops.total() / 1e9
     print(json.dumps(results, indent=1))
     if args.output:
         with open(args.output, "w") as f:

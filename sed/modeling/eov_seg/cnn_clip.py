@@ -6,6 +6,7 @@ follows the built model's type (open_clip ``ModifiedResNet`` or a timm ConvNeXt 
 its name. The whole open_clip model is held as ``clip_model`` (released names
 ``cnn_backbone.clip_model.*``), frozen and always in eval mode.
 """
+import math
 from typing import Dict, Type
 
 import torch
@@ -112,7 +113,7 @@ class ResNetCLIP(CNNCLIP):
         b, c, h, w = dense.shape
         n = masks.shape[1]
         pos = pool.positional_embedding.to(dense.dtype)
-        grid = int(round((pos.shape[0] - 1) ** 0.5))
+        grid = math.isqrt(int(pos.shape[0]) - 1)  # 1 + grid**2 positions
         spatial = pos[1:].reshape(1, grid, grid, c).permute(0, 3, 1, 2)
         spatial = F.interpolate(spatial, size=(h, w), mode="bilinear", align_corners=False)
         pixels = dense.flatten(2).transpose(1, 2)  # (B, hw, C)

@@ -24,8 +24,15 @@ class ModulatedDeformConv(nn.Module):
 
     def forward(self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (B, in, h, w); offset (B, 18, h, w), channel 2k / 2k+1 the vertical / horizontal
-        displacement of tap k (row-major); mask (B, 9, h, w) in [0, 1] -> (B, out, h, w)."""
-        return deform_conv2d(x, offset, self.weight, None, padding=1, mask=mask)
+        displacement of tap k (row-major); mask (B, 9, h, w) in [0, 1] -> (B, out, h, w).
+
+        Under autocast it runs in float32 (torchvision's CPU kernel has no reduced-precision
+        version) and returns the input's type.
+        """
+        if x.dtype == self.weight.dtype:
+            return deform_conv2d(x, offset, self.weight, None, padding=1, mask=mask)
+        out = deform_conv2d(x.float(), offset.float(), self.weight.float(), None, padding=1, mask=mask.float())
+        return out.to(x.dtype)
 
 
 class DeformUpsample(nn.Module):

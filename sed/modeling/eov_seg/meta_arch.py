@@ -2,6 +2,7 @@
 decoder -> geometric ensemble with CLIP -> semantic / panoptic / instance outputs."""
 import logging
 from collections import defaultdict
+from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -15,6 +16,7 @@ from torch import nn
 
 from ...clip.builder import create_clip_model, resolve_model_name
 from ...clip.text import PROMPT_ENSEMBLES, PROMPT_TEMPLATES, ClassEmbeddingCache
+from ...config import inference_dtype
 from ...vocabulary import Vocabulary, load_vocabulary
 from .cnn_clip import CNNCLIP, build_cnn_clip
 from .criterion import SetCriterion
@@ -81,6 +83,7 @@ class EOV_SEG(nn.Module):  # noqa: N801  (the registered name of the authors' co
         overlap_threshold: float,
         detections_per_image: int,
         sem_seg_postprocess_before_inference: bool,
+        inference_dtype: Optional[torch.dtype] = None,
     ):
         """
         Args:
@@ -98,6 +101,8 @@ class EOV_SEG(nn.Module):  # noqa: N801  (the registered name of the authors' co
             object_mask_threshold, overlap_threshold: panoptic post-processing.
             detections_per_image: instances kept per image.
             sem_seg_postprocess_before_inference: semantic output from resized masks.
+            inference_dtype: autocast type of the network at inference (None: float32); the
+                ensemble and post-processing run in float32.
         """
         super().__init__()
         self.cnn_backbone = cnn_backbone
@@ -118,6 +123,7 @@ class EOV_SEG(nn.Module):  # noqa: N801  (the registered name of the authors' co
         self.overlap_threshold = overlap_threshold
         self.detections_per_image = detections_per_image
         self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
+        self.inference_dtype = inference_dtype
         self.register_load_state_dict_pre_hook(self._drop_unused_vit_keys)
         self.register_load_state_dict_post_hook(self._check_loaded_keys)
 
@@ -172,6 +178,7 @@ class EOV_SEG(nn.Module):  # noqa: N801  (the registered name of the authors' co
             "overlap_threshold": eov.TEST.OVERLAP_THRESHOLD,
             "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "sem_seg_postprocess_before_inference": eov.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE,
+            "inference_dtype": inference_dtype(cfg),
         }
 
     # --- checkpoints -------------------------------------------------------------------------
@@ -205,9 +212,14 @@ class EOV_SEG(nn.Module):  # noqa: N801  (the registered name of the authors' co
         split = PROMPT_ENSEMBLES["per_name"].split
         return [split(name) for name in vocabulary.names]
 
+    def text_embeddings(self, class_names: Sequence[str]) -> torch.Tensor:
+        """(S, C) embeddings of the names (synonyms) of ``class_names`` from the current
+        weights (cached)."""
+        return self.class_embeddings.get(self.cnn_backbone.clip_model, class_names)
+
     def text_classifier(self, vocabulary: Vocabulary) -> TextClassifier:
         """The classifier of ``vocabulary``: cached name embeddings and the current void."""
-        names = self.class_embeddings.get(self.cnn_backbone.clip_model, vocabulary.names)
+        names = self.text_embeddings(vocabulary.names)
         counts = [len(n) for n in self.names_per_class(vocabulary)]
         return TextClassifier(names, self.void_embedding.weight, counts)
 
@@ -267,12 +279,15 @@ class EOV_SEG(nn.Module):  # noqa: N801  (the registered name of the authors' co
     def inference(self, batched_inputs: List[dict], classifier: TextClassifier) -> List[dict]:
         """Outputs of images that share one padded canvas."""
         images = ImageList.from_tensors(self.normalize(batched_inputs), self.size_divisibility)
-        class_logits, mask_logits, features = self.predict(images.tensor, classifier)
-        logits, masks = class_logits[-1], mask_logits[-1]
-
-        dense = features["clip_vis_dense"]
-        clip_masks = F.interpolate(masks, size=dense.shape[-2:], mode="bilinear", align_corners=False)
-        clip_logits = classifier.logits(self.cnn_backbone.embed_masks(dense, clip_masks), self.cnn_backbone.logit_scale)
+        reduced = self.inference_dtype is not None
+        with torch.autocast(self.device.type, dtype=self.inference_dtype) if reduced else nullcontext():
+            class_logits, mask_logits, features = self.predict(images.tensor, classifier)
+            dense = features["clip_vis_dense"]
+            clip_masks = F.interpolate(mask_logits[-1], size=dense.shape[-2:], mode="bilinear", align_corners=False)
+            clip_logits = classifier.logits(self.cnn_backbone.embed_masks(dense, clip_masks),
+                                            self.cnn_backbone.logit_scale)
+        logits, masks = class_logits[-1].float(), mask_logits[-1].float()
+        clip_logits, clip_masks = clip_logits.float(), clip_masks.float()
         valid = (clip_masks > 0).flatten(2).any(-1) if self.ensemble_on_valid_mask else None
         final = geometric_ensemble(logits, clip_logits, self.seen_classes(), self.ensemble_alpha,
                                    self.ensemble_beta, valid)

@@ -38,9 +38,12 @@ class TextClassifier:
             embeddings: (..., D) embeddings (normalised here).
             logit_scale: scalar s; the temperature is min(exp(s), 100).
         Returns:
-            (..., T + 1) logits, void last.
+            (..., T + 1) float32 logits, void last. They are computed in float32 also under
+            autocast: scaled by up to 100, cosines rounded to bfloat16 would tie or swap
+            classes.
         """
-        x = F.normalize(embeddings, dim=-1) @ self.weight.t()
+        with torch.autocast(embeddings.device.type, enabled=False):
+            x = F.normalize(embeddings.float(), dim=-1) @ self.weight.t().float()
         x = logit_scale.exp().clamp(max=100) * x
         per_class = x[..., self.name_index.flatten()].unflatten(-1, self.name_index.shape).amax(dim=-1)
         return torch.cat([per_class, x[..., -1:]], dim=-1)

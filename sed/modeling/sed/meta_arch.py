@@ -12,7 +12,7 @@ from torch import nn
 
 from ...clip.builder import create_clip_model, resolve_model_name
 from ...clip.text import PROMPT_TEMPLATES, ClassEmbeddingCache
-from ...config import AMP_DTYPES
+from ...config import inference_dtype
 from ...vocabulary import load_class_names
 from .clip_encoder import CLIPImageEncoder
 from .cost_map import CostMap
@@ -21,8 +21,6 @@ from .loss import sem_seg_losses
 
 logger = logging.getLogger(__name__)
 
-# Inference precisions (TEST.PRECISION) -> autocast type (None: float32, no autocast).
-INFERENCE_DTYPES = {"float32": None, **AMP_DTYPES}
 
 _RELEASED = "sem_seg_head.predictor."
 # Released checkpoint prefixes -> this implementation's module names.
@@ -130,8 +128,6 @@ class SED(nn.Module):
         clip = create_clip_model(model_name, enc.CLIP_PRETRAINED_WEIGHTS, download=not cfg.MODEL.WEIGHTS)
         encoder = CLIPImageEncoder(clip)
         templates = PROMPT_TEMPLATES[head.PROMPT_TEMPLATES]
-        if cfg.TEST.PRECISION not in INFERENCE_DTYPES:
-            raise ValueError(f"TEST.PRECISION={cfg.TEST.PRECISION!r}; choose one of {sorted(INFERENCE_DTYPES)}")
         return {
             "encoder": encoder,
             "class_embeddings": ClassEmbeddingCache(
@@ -159,7 +155,7 @@ class SED(nn.Module):
             "ignore_value": head.IGNORE_VALUE,
             "fast_inference": cfg.TEST.FAST_INFERENCE,
             "topk": cfg.TEST.TOPK,
-            "inference_dtype": INFERENCE_DTYPES[cfg.TEST.PRECISION],
+            "inference_dtype": inference_dtype(cfg),
         }
 
     @staticmethod
