@@ -8,6 +8,7 @@
 import json
 import logging
 import os
+import sys
 from typing import Dict, List, Set
 
 import torch
@@ -230,11 +231,35 @@ def build_cfg(args):
     return cfg
 
 
+# Long dumps that only the run's log file (OUTPUT_DIR/log.txt) gets: the console shows progress
+# with its ETA and the result tables.
+LOG_FILE_ONLY = ("Environment info:", "Command line arguments:", "Contents of args.config_file",
+                 "Running with full config:", "Model:\n", "OrderedDict([")
+
+
+class LogFileOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(LOG_FILE_ONLY)
+
+
+def setup_loggers(output_dir: str) -> None:
+    """The loggers of detectron2 (called as ``default_setup`` calls them, so it reuses them),
+    fvcore and this project, their console handlers without the ``LOG_FILE_ONLY`` dumps."""
+    rank = comm.get_rank()
+    loggers = [setup_logger(output_dir, distributed_rank=rank), setup_logger(output_dir, distributed_rank=rank, name="fvcore"),
+               setup_logger(output_dir, distributed_rank=rank, name="sed")]
+    for handler in (h for logger in loggers for h in logger.handlers):
+        if getattr(handler, "stream", None) is sys.stdout and not any(isinstance(f, LogFileOnly) for f in handler.filters):
+            handler.addFilter(LogFileOnly())
+
+
 def setup(args):
     cfg = build_cfg(args)
     cfg.freeze()
+    setup_loggers(cfg.OUTPUT_DIR)
     default_setup(cfg, args)
-    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="sed")
+    if comm.is_main_process() and cfg.OUTPUT_DIR:
+        logging.getLogger("sed").info(f"Environment, arguments and full config: {os.path.join(cfg.OUTPUT_DIR, 'log.txt')}")
     CONFIG_CHECKS.get(cfg.MODEL.META_ARCHITECTURE, lambda cfg: None)(cfg)
     check_solver(cfg)
     return cfg

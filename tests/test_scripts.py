@@ -36,6 +36,12 @@ def test_train_then_resume_then_evaluate(tmp_path, env_with_datasets):
     log = result.stdout + result.stderr
     assert re.search(r"\|\s+mIoU\s+\|\s+fwIoU\s+\|\s+mACC\s+\|\s+pACC", log)
     assert re.search(r"\| red circle\s+\|\s+[\d.]+ \|", log)
+    assert re.search(r"eta: \d+:\d\d:\d\d\s+iter: \d+", log)  # progress with its ETA
+    # The console leaves the environment, config and raw metrics dumps to the log file.
+    file_log = (out / "log.txt").read_text()
+    for dump in ("Environment info:", "Running with full config:", "Contents of args.config_file", "OrderedDict(["):
+        assert dump not in log and dump in file_log
+    assert f"full config: {out / 'log.txt'}" in log
     assert (out / "model_final.pth").is_file() and (out / "last_checkpoint").read_text() == "model_final.pth"
     metrics = json.loads((out / "results.json").read_text())["sed_synthetic_val"]["sem_seg"]
     assert {"mIoU", "fwIoU", "mACC", "pACC", "IoU-red circle"} <= set(metrics)
