@@ -5,8 +5,10 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_model
-from sed.clip.text import ClassEmbeddingCache, encode_prompts
+from conftest import ROOT, tiny_model
+from sed.clip.builder import create_clip_model
+from sed.clip.text import (PROMPT_TEMPLATES, ClassEmbeddingCache, encode_after_prefix, encode_normalised,
+                           encode_prompts, shared_prefix_length, shares_prefixes)
 
 
 def test_truncated_context_equals_full_context():
@@ -14,6 +16,32 @@ def test_truncated_context_equals_full_context():
     tokenizer = open_clip.get_tokenizer("sed_tiny")
     tokens = tokenizer(["a photo of a dog.", "a bad photo of the yellow star in the scene.", "sky"])
     assert torch.allclose(encode_prompts(clip, tokens), clip.encode_text(tokens), atol=1e-5)
+
+
+def test_a_shared_prefix_runs_once_with_the_same_embeddings():
+    """A template's prompts share their start: encoding it once gives the full-context
+    embeddings (ResNet CLIP's text tower here, ViT's in the test above's model)."""
+    torch.manual_seed(0)
+    clip = create_clip_model(str(ROOT / "sed" / "model_configs" / "eov_tiny_rn.json"), "").eval()
+    assert shares_prefixes(clip)
+    tokenizer = open_clip.get_tokenizer("RN50")
+    tokens = tokenizer(["There is a small dog in the scene.", "There is a small traffic light in the scene.",
+                        "There is a small sky"])
+    assert shared_prefix_length(tokens) == 5  # start-of-text + "there is a small"
+    with torch.no_grad():
+        full = clip.encode_text(tokens)
+        assert torch.allclose(encode_after_prefix(clip, tokens, 5), full, atol=1e-5)
+        assert torch.allclose(encode_after_prefix(clip, tokens, 1), full, atol=1e-5)
+        # Mixed templates and lengths, in calls of similar length, back in the given order.
+        mixed = tokenizer([t.format(n) for t in PROMPT_TEMPLATES["vild"][:3] for n in ("cat", "fire hydrant", "sky")])
+        assert torch.allclose(encode_normalised(clip, mixed), F.normalize(clip.encode_text(mixed), dim=-1), atol=1e-5)
+    # One name per template and class: the cache's order is the ensemble's, whatever the grouping.
+    cache = ClassEmbeddingCache(model_name="RN50", templates=PROMPT_TEMPLATES["vild"][:3], cache_dir="",
+                                ensemble="per_name")
+    names = cache.compute(clip, ["cat,kitty", "sky"])
+    with torch.no_grad():
+        kitty = F.normalize(clip.encode_text(tokenizer([t.format("kitty") for t in PROMPT_TEMPLATES["vild"][:3]])), dim=-1)
+    assert names.shape == (3, 32) and torch.allclose(names[1], F.normalize(kitty.mean(0), dim=-1), atol=1e-5)
 
 
 def test_synonyms_are_averaged_per_template():

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import text_global_pool
+from open_clip.transformer import ResidualAttentionBlock, text_global_pool
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 from torch import nn
 from tqdm import tqdm
@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 PROMPT_TEMPLATES = {
     "imagenet": tuple(template("{}") for template in OPENAI_IMAGENET_TEMPLATES),
     "single": ("A photo of a {} in the scene",),
+    # The bare class name: the embedded defaults' random tiny text towers mix every token of a
+    # prompt, so shared template words would make all classes' embeddings nearly parallel.
+    "name_only": ("{}",),
     # ViLD's prompts, as EOV-Seg uses them (four have no final period).
     "vild": (
         "a photo of a {}.", "This is a photo of a {}", "There is a {} in the scene",
@@ -119,8 +122,87 @@ def encode_prompts(clip_model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     x = clip_model.transformer(x, attn_mask=clip_model.attn_mask[:length, :length])
     x = clip_model.ln_final(x)
     x = text_global_pool(x, tokens, clip_model.text_pool_type)
+    return project_text(clip_model, x)
+
+
+def project_text(clip_model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     projection = clip_model.text_projection
     return projection(x) if isinstance(projection, nn.Linear) else x @ projection
+
+
+def shares_prefixes(clip_model: nn.Module) -> bool:
+    """Whether :func:`encode_after_prefix` can run this text tower: open_clip's standard
+    causal transformer (``ResidualAttentionBlock`` with packed projections), argmax pooling."""
+    transformer = getattr(clip_model, "transformer", None)
+    if not hasattr(clip_model, "token_embedding") or getattr(clip_model, "attn_mask", None) is None:
+        return False
+    return clip_model.text_pool_type == "argmax" and all(
+        type(b) is ResidualAttentionBlock and not hasattr(b, "ln_1_kv") and b.attn.batch_first
+        and b.attn.in_proj_weight is not None and b.attn.bias_k is None and not b.attn.add_zero_attn
+        for b in transformer.resblocks)
+
+
+def shared_prefix_length(tokens: torch.Tensor) -> int:
+    """Leading tokens that every row of ``tokens`` (N, L) shares, up to (not including) the
+    earliest end-of-text token."""
+    same = (tokens == tokens[:1]).all(dim=0).long()
+    return min(int(same.cumprod(0).sum()), int(tokens.argmax(dim=-1).min()))
+
+
+def attend_after_prefix(block: nn.Module, x: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+    """Causal self-attention of ``block`` for tokens ``x`` (N, M, C) that follow the shared
+    ``prefix`` (P, C) (both after ``ln_1``) -> (N, M, C)."""
+    attn = block.attn
+    n, m, c = x.shape
+    p = prefix.shape[0]
+    heads = attn.num_heads
+    weights = attn.in_proj_weight.chunk(3)
+    biases = attn.in_proj_bias.chunk(3) if attn.in_proj_bias is not None else (None,) * 3
+    q, k, v = (F.linear(x, w, b) for w, b in zip(weights, biases))
+    k = torch.cat([F.linear(prefix, weights[1], biases[1]).expand(n, p, c), k], dim=1)
+    v = torch.cat([F.linear(prefix, weights[2], biases[2]).expand(n, p, c), v], dim=1)
+    q, k, v = (t.unflatten(-1, (heads, c // heads)).transpose(1, 2) for t in (q, k, v))
+    visible = torch.ones(m, p + m, dtype=torch.bool, device=x.device).tril(p)  # the prefix and earlier tokens
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)
+    return attn.out_proj(out.transpose(1, 2).reshape(n, m, c))
+
+
+def encode_after_prefix(clip_model: nn.Module, tokens: torch.Tensor, prefix_length: int) -> torch.Tensor:
+    """:func:`encode_prompts` for prompts sharing their first ``prefix_length`` tokens (a
+    template's start): with causal attention the prefix's hidden states are the same in every
+    prompt, so they are computed once and only the rest runs per prompt.
+
+    Args:
+        tokens: (N, L) token ids, end-of-text being the largest id of each row.
+        prefix_length: P, at most the earliest end-of-text position.
+    Returns:
+        (N, C) text embeddings (not normalised).
+    """
+    length = int(tokens.argmax(dim=-1).max()) + 1
+    positions = clip_model.positional_embedding
+    prefix = clip_model.token_embedding(tokens[0, :prefix_length]) + positions[:prefix_length]  # (P, C)
+    x = clip_model.token_embedding(tokens[:, prefix_length:length]) + positions[prefix_length:length]  # (N, M, C)
+    prefix_mask = clip_model.attn_mask[:prefix_length, :prefix_length]
+    for block in clip_model.transformer.resblocks:
+        x = x + block.ls_1(attend_after_prefix(block, block.ln_1(x), block.ln_1(prefix)))
+        x = x + block.ls_2(block.mlp(block.ln_2(x)))
+        prefix = block(prefix[None], attn_mask=prefix_mask)[0]
+    x = x[torch.arange(len(x), device=x.device), tokens.argmax(dim=-1) - prefix_length]
+    return project_text(clip_model, clip_model.ln_final(x))
+
+
+def encode_normalised(clip_model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """(N, L) tokenised prompts -> (N, C) L2-normalised float32 embeddings, encoded in calls of
+    ``PROMPTS_PER_CALL`` prompts of similar length (so each call's context is cut short), each
+    call's shared prefix once where the text tower allows (:func:`encode_after_prefix`)."""
+    order = tokens.argmax(dim=-1).argsort(stable=True)
+    prefixes = shares_prefixes(clip_model)
+    encoded = []
+    for i in range(0, len(tokens), PROMPTS_PER_CALL):
+        chunk = tokens[order[i : i + PROMPTS_PER_CALL]]
+        x = encode_after_prefix(clip_model, chunk, shared_prefix_length(chunk)) if prefixes else encode_prompts(clip_model, chunk)
+        encoded.append(F.normalize(x.float(), dim=-1))
+    return torch.cat(encoded)[order.argsort().to(tokens.device)]
 
 
 class ClassEmbeddingCache:
@@ -217,20 +299,16 @@ class ClassEmbeddingCache:
 
     def _compute(self, clip_model: nn.Module, names: Sequence[str], device: torch.device) -> torch.Tensor:
         synonyms = [self.ensemble.split(name) for name in names]
-        per_class = [self.ensemble.prompts(self.templates, syn) for syn in synonyms]
-        prompts = [p for class_prompts in per_class for p in class_prompts]
-        tokens = self.tokenizer(prompts)
-        # Prompts of similar length share a call, so each call's context is cut short.
-        order = tokens.argmax(dim=-1).argsort(stable=True)
-        chunks = range(0, len(prompts), PROMPTS_PER_CALL)
-        encoded = torch.cat([
-            F.normalize(encode_prompts(clip_model, tokens[order[i : i + PROMPTS_PER_CALL]].to(device)).float(), dim=-1)
-            for i in tqdm(chunks, desc=f"Encoding {len(names)} class names", unit="batch",
-                          disable=len(chunks) < 4)
-        ])
-        encoded = encoded[order.argsort().to(encoded.device)]
+        unique_names = list(dict.fromkeys(s for syn in synonyms for s in syn))
+        # A template's prompts are encoded together: they share its start (encode_normalised).
+        encoded: Dict[str, torch.Tensor] = {}
+        for template in tqdm(self.templates, desc=f"Encoding {len(names)} class names", unit="template",
+                             disable=len(self.templates) * len(unique_names) < 4 * PROMPTS_PER_CALL):
+            prompts = [p for p in dict.fromkeys(template.format(s) for s in unique_names) if p not in encoded]
+            if prompts:
+                encoded.update(zip(prompts, encode_normalised(clip_model, self.tokenizer(prompts).to(device))))
         entries = []
-        for syn, class_prompts in zip(synonyms, per_class):
-            emb, encoded = encoded[: len(class_prompts)], encoded[len(class_prompts) :]
-            entries.append(self.ensemble.combine(emb, len(self.templates), len(syn)))
+        for syn in synonyms:
+            embeddings = torch.stack([encoded[p] for p in self.ensemble.prompts(self.templates, syn)])
+            entries.append(self.ensemble.combine(embeddings, len(self.templates), len(syn)))
         return self.ensemble.join(entries)
