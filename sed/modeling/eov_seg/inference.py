@@ -55,25 +55,27 @@ def panoptic_inference(class_logits: torch.Tensor, mask_logits: torch.Tensor, is
     info: List[Dict] = []
     if masks.shape[0] == 0:
         return segments, info
-    owner = (scores[:, None, None] * masks).argmax(0)
+    owner = (scores[:, None, None] * masks).argmax(0)  # (H, W) proposal of each pixel
+    owned = masks.gather(0, owner[None])[0] >= 0.5  # its mask covers the pixel
+    # Per proposal: pixels it owns, pixels its mask covers, pixels it owns and covers.
+    area = torch.bincount(owner.flatten(), minlength=len(labels)).tolist()
+    original_area = (masks >= 0.5).flatten(1).sum(1).tolist()
+    segment_area = torch.bincount(owner[owned], minlength=len(labels)).tolist()
+    segment_of = [0] * len(labels)  # segment id of each proposal's pixels (0: dropped)
     stuff_ids: Dict[int, int] = {}
     for k, label in enumerate(labels.tolist()):
+        if area[k] == 0 or original_area[k] == 0 or segment_area[k] == 0 or area[k] / original_area[k] < overlap_threshold:
+            continue
         thing = bool(isthing[label])
-        assigned = owner == k
-        area = int(assigned.sum())
-        original_area = int((masks[k] >= 0.5).sum())
-        segment = assigned & (masks[k] >= 0.5)
-        if area == 0 or original_area == 0 or int(segment.sum()) == 0 or area / original_area < overlap_threshold:
-            continue
         if not thing and label in stuff_ids:
-            segments[segment] = stuff_ids[label]
+            segment_of[k] = stuff_ids[label]
             continue
-        segment_id = len(info) + 1
+        segment_of[k] = len(info) + 1
         if not thing:
-            stuff_ids[label] = segment_id
-        segments[segment] = segment_id
-        info.append({"id": segment_id, "isthing": thing, "category_id": label})
-    return segments, info
+            stuff_ids[label] = segment_of[k]
+        info.append({"id": segment_of[k], "isthing": thing, "category_id": label})
+    segment_of = torch.tensor(segment_of, dtype=torch.int32, device=owner.device)
+    return torch.where(owned, segment_of[owner], 0), info
 
 
 def instance_inference(class_logits: torch.Tensor, mask_logits: torch.Tensor, isthing: torch.Tensor, *,
