@@ -124,6 +124,7 @@ class EOV_SEG(nn.Module):  # noqa: N801  (the registered name of the authors' co
         self.detections_per_image = detections_per_image
         self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
         self.inference_dtype = inference_dtype
+        self.to(memory_format=torch.channels_last)  # faster convolutions (oneDNN, cuDNN)
         self.register_load_state_dict_pre_hook(self._drop_unused_vit_keys)
         self.register_load_state_dict_post_hook(self._check_loaded_keys)
 
@@ -237,6 +238,7 @@ class EOV_SEG(nn.Module):  # noqa: N801  (the registered name of the authors' co
     def predict(self, images: torch.Tensor, classifier: TextClassifier) -> Tuple[List[torch.Tensor], List[torch.Tensor], Dict]:
         """(B, 3, Hp, Wp) padded images -> per-stage class logits (B, N, T + 1) and mask logits
         (B, N, Hp/4, Wp/4), and the CNN CLIP features."""
+        images = images.contiguous(memory_format=torch.channels_last)
         features = self.cnn_backbone(images)
         vit = self.vit_backbone(images)
         neck = self.lite_aggr(features)
