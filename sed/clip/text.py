@@ -29,9 +29,6 @@ logger = logging.getLogger(__name__)
 PROMPT_TEMPLATES = {
     "imagenet": tuple(template("{}") for template in OPENAI_IMAGENET_TEMPLATES),
     "single": ("A photo of a {} in the scene",),
-    # The bare class name: the embedded defaults' random tiny text towers mix every token of a
-    # prompt, so shared template words would make all classes' embeddings nearly parallel.
-    "name_only": ("{}",),
     # ViLD's prompts, as EOV-Seg uses them (four have no final period).
     "vild": (
         "a photo of a {}.", "This is a photo of a {}", "There is a {} in the scene",
