@@ -132,6 +132,16 @@ def vocabulary(spec: str, meta_architecture: str) -> Vocabulary:
     return parse_vocabulary_spec(spec, meta_architecture)
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else the platform's processor or architecture."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def synchronize(device: torch.device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -358,7 +368,7 @@ def main(argv=None) -> int:
         "topk": (args.topk[0] if len(args.topk) == 1 else args.topk) if args.fast else None,
         "ranked_rejection": args.ranked_rejection, "random_text_embeddings": args.random_text_embeddings,
         "device": device.type,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "cpu_threads": torch.get_num_threads(),
         "text_embedding_s": text_seconds,
         "parameters": sum(p.numel() for p in model.parameters()),
