@@ -153,6 +153,8 @@ def test_benchmark_train_mode(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(out.read_text())
     assert figures["mode"] == "train" and figures["iterations_per_s"] > 0 and figures["image_size"] == [128, 128]
+    assert 0 < figures["peak_memory_mb_first_step"] <= figures["peak_memory_mb"]
+    assert figures["train_checkpoint_chunks"] is True  # the default
 
 
 def test_demo_segments_every_frame_of_a_video(tmp_path, weights):

@@ -20,7 +20,8 @@ allocator on GPU, process RSS on CPU), device, software versions, the classes ke
 rejection (SED) and the time taken to get the vocabulary's text embeddings (encoded, or read
 from the disk cache). --dtype bfloat16 also reports the agreement with float32. --train
 reports training iterations/s and memory at the recipe's crop and batch per device (random
-labels); --text-only just the text embeddings (prompts and prompts/s). Prints the figures and
+labels; the peak over all steps, which includes the optimizer state, and that of the first
+step); --text-only just the text embeddings (prompts and prompts/s). Prints the figures and
 writes them as JSON (--output).
 
 Several --topk values (SED) measure the early-rejection curve: plain inference, then each TOPK,
@@ -339,13 +340,16 @@ def main(argv=None) -> int:
         model.train_class_names = names
         optimizer = build_optimizer(cfg, model)
         batch = [{"image": im, "sem_seg": torch.randint(0, len(names), size)} for im in images]
+        first_step_peak = []
 
         def step():
+            optimizer.zero_grad()  # before the forward pass, as in the training loop (AccumulatingTrainer)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 loss = sum(model(batch).values())
-            optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if not first_step_peak:
+                first_step_peak.append(peak_memory_mb(device))
     else:
         model.eval()
         SET_VOCABULARY[meta_architecture](model, classes)
@@ -381,7 +385,9 @@ def main(argv=None) -> int:
         results["prompts_per_s"] = results["prompts"] / text_seconds
     elif args.train:
         times = timed(step, device, args.warmup, args.iters)
-        results.update(per_image_figures(times, args.batch_size), iterations_per_s=1 / statistics.median(times))
+        results.update(per_image_figures(times, args.batch_size), iterations_per_s=1 / statistics.median(times),
+                       peak_memory_mb_first_step=first_step_peak[0],
+                       train_checkpoint_chunks=cfg.MODEL.SEM_SEG_HEAD.TRAIN_CHECKPOINT_CHUNKS)
     elif len(args.topk) > 1:
         curve = []
         for topk in [None, *args.topk]:

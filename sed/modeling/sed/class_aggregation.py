@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .chunks import chunk_sizes, map_chunks
+
 # Elements of the (pixels, T, C) token tensor handled at once, by device type: on CPU a group's
 # activations stay in cache; on GPU fewer, larger kernels, with memory still bounded.
 TOKENS_PER_CHUNK = {"cpu": 1 << 17, "cuda": 1 << 24}
@@ -66,6 +68,44 @@ class ClassAggregation(nn.Module):
         tokens = tokens + self.attention(self.norm1(tokens))
         return tokens + self.MLP(self.norm2(tokens))
 
+    def attend_pixels(self, maps: torch.Tensor) -> torch.Tensor:
+        """The transformer layer at a group of pixels: (B, T, N, C) -> (B, T, N, C)."""
+        batch, num_classes, pixels, dim = maps.shape
+        tokens = maps.transpose(1, 2).reshape(batch * pixels, num_classes, dim)
+        return self.transformer_layer(tokens).view(batch, pixels, num_classes, dim).transpose(1, 2)
+
+    def attend(self, x: torch.Tensor, num_classes: int, recompute: bool = False) -> torch.Tensor:
+        """The transformer layer across classes at every pixel of the pooled maps.
+
+        Args:
+            x: (B*T, C, h, w) class maps, image-major.
+            num_classes: T.
+            recompute: recompute each group of pixels in the backward pass instead of keeping
+                its activations (``map_chunks``).
+        Returns:
+            (B*T, C, h', w') channels-last, the layer's output on the maps pooled to h' x w'.
+        """
+        bt, c = x.shape[:2]
+        pooled = F.avg_pool2d(x, self.pooling_size) if self.pooling_size != (1, 1) else x
+        ph, pw = pooled.shape[-2:]
+        # (B, T, ph*pw, C) view of the channels-last maps: a pixel's classes are tokens.
+        pooled = pooled.contiguous(memory_format=torch.channels_last)
+        maps = pooled.permute(0, 2, 3, 1).reshape(-1, num_classes, ph * pw, c)
+        # Pixels are independent: they go through in small groups, which keeps the
+        # activations in cache and memory bounded for large vocabularies.
+        rows = max(1, TOKENS_PER_CHUNK.get(x.device.type, 1 << 24) // (maps.shape[0] * num_classes * c))
+        y = map_chunks(self.attend_pixels, [maps], chunk_sizes(ph * pw, rows), dim=2, recompute=recompute,
+                       modules=[self])
+        return y.view(bt, ph, pw, c).permute(0, 3, 1, 2)
+
+    @staticmethod
+    def add_upsampled(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``x`` plus ``y`` up-sampled to its size: (N, C, h, w), (N, C, h', w') -> (N, C, h, w).
+        Any subset of maps, so per chunk of classes too."""
+        if y.shape[-2:] != x.shape[-2:]:
+            return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=True).add_(x)
+        return y + x
+
     def forward(self, x: torch.Tensor, num_classes: int) -> torch.Tensor:
         """
         Args:
@@ -74,22 +114,4 @@ class ClassAggregation(nn.Module):
         Returns:
             (B*T, C, h, w), channels-last.
         """
-        bt, c, h, w = x.shape
-        pooled = F.avg_pool2d(x, self.pooling_size) if self.pooling_size != (1, 1) else x
-        ph, pw = pooled.shape[-2:]
-        # (B, T, ph*pw, C) views of the channels-last maps: a pixel's classes are tokens.
-        pooled = pooled.contiguous(memory_format=torch.channels_last)
-        maps = pooled.permute(0, 2, 3, 1).reshape(-1, num_classes, ph * pw, c)
-        y = torch.empty_like(pooled)
-        out = y.permute(0, 2, 3, 1).view(-1, num_classes, ph * pw, c)
-        # Pixels are independent: they go through in small groups, which keeps the
-        # activations in cache and memory bounded for large vocabularies.
-        rows = max(1, TOKENS_PER_CHUNK.get(x.device.type, 1 << 24) // (num_classes * c))
-        for image in range(maps.shape[0]):
-            for start in range(0, ph * pw, rows):
-                pixels = slice(start, start + rows)
-                tokens = maps[image, :, pixels].transpose(0, 1).contiguous()
-                out[image, :, pixels] = self.transformer_layer(tokens).transpose(0, 1)
-        if (ph, pw) != (h, w):
-            y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=True)
-        return y.add_(x)
+        return self.add_upsampled(x, self.attend(x, num_classes))

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .chunks import chunk_sizes, map_chunks
 from .class_aggregation import ClassAggregation
 
 
@@ -60,9 +61,7 @@ class DecoderStage(nn.Module):
     def aggregate(self, x: torch.Tensor, num_classes: int, chunk_size: int) -> torch.Tensor:
         """Spatial aggregation of each class map (``chunk_size`` maps at a time), then class
         aggregation across the T classes of each image. (B*T, in_dim, h, w) -> same shape."""
-        y = torch.empty_like(x)
-        for start in range(0, x.shape[0], chunk_size):
-            y[start : start + chunk_size] = self.spatial(x[start : start + chunk_size])
+        y = map_chunks(self.spatial, [x], chunk_sizes(x.shape[0], chunk_size))
         return self.classes(y, num_classes)
 
     def encoder_term(self, encoder_guidance: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from ...vocabulary import load_class_names
 from .clip_encoder import CLIPImageEncoder
 from .cost_map import CostMap
 from .decoder import GradualFusionDecoder
-from .loss import sem_seg_losses
+from .loss import chunked_sem_seg_losses, sem_seg_losses
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ class SED(nn.Module):
                 num_heads=head.NUM_HEADS,
                 pooling_size=head.POOLING_SIZES,
                 chunk_size=head.CLASS_CHUNK_SIZE,
+                checkpoint_chunks=head.TRAIN_CHECKPOINT_CHUNKS,
             ),
             "train_class_names": load_class_names(head.TRAIN_CLASS_JSON),
             "test_class_names": load_class_names(head.TEST_CLASS_JSON),
@@ -201,7 +202,10 @@ class SED(nn.Module):
         guidance = self.decoder.project_guidance([features[f].detach() for f in self.guidance_features])
         if self.training:
             labels = torch.stack([x["sem_seg"] for x in batched_inputs]).to(self.device)
-            return sem_seg_losses(self.decoder(embedding, cost, guidance), labels, self.ignore_value)
+            logits = self.decoder(embedding, cost, guidance)
+            # The chunked loss goes with the recomputed decoder chunks (TRAIN_CHECKPOINT_CHUNKS).
+            losses = chunked_sem_seg_losses if self.decoder.recompute else sem_seg_losses
+            return losses(logits, labels, self.ignore_value)
         if self.fast_inference:
             probs = self.decoder.forward_fast(embedding, cost, guidance, self.topk)
         else:
