@@ -63,7 +63,8 @@ def add_sed_config(cfg: CN) -> None:
     # Training: recompute the decoder's per-class chunks in the backward pass instead of keeping
     # their activations (activation checkpointing), and compute the loss and its gradient a
     # chunk of classes at a time. Same losses and gradients in about a third of the memory at
-    # 171 classes, for a slower step (README, Training). False keeps every activation.
+    # 171 classes, at about the same step time (README, Training memory). False keeps every
+    # activation.
     head.TRAIN_CHECKPOINT_CHUNKS = True
     # Features of the CLIP image tower that guide decoder stages 1, 2, 3.
     head.GUIDANCE_FEATURES = ["res4", "res3", "res2"]
