@@ -11,7 +11,10 @@ from detectron2.structures import Instances
 from open_clip.transformer import QuickGELU
 
 from conftest import eov_cfg, eov_tiny_model
-from sed.modeling.eov_seg.inference import geometric_ensemble, instance_inference, panoptic_inference
+from sed.modeling.eov_seg import inference
+from sed.modeling.eov_seg.inference import crop_and_resize, geometric_ensemble, instance_inference, panoptic_inference
+from sed.modeling.eov_seg.lite_aggregator import sampled_deform_conv
+from sed.modeling.eov_seg.vit_clip import residual_block
 
 TRAIN = [{"name": "person, man", "isthing": True}, {"name": "car", "isthing": True}, "sky", "grass,lawn"]
 TEST = [{"name": "car", "isthing": True}, {"name": "dog", "isthing": True}, "sky", "road, street", "tree"]
@@ -138,6 +141,69 @@ def test_panoptic_and_instance_post_processing():
     assert (instances.scores[:-1] >= instances.scores[1:]).all()
     everything = instance_inference(logits, masks, isthing, max_detections=4, things_only=False)
     assert len(everything) == 4 and 0 in everything.pred_classes.tolist()
+
+
+def test_panoptic_bands_give_the_same_segments_as_one_pass(monkeypatch):
+    """Random proposals, ties included, some void or below the threshold: the id map computed a
+    few rows at a time equals a direct whole-image computation of the same rule."""
+    torch.manual_seed(0)
+    logits = torch.randn(12, 5) * 3
+    # Smooth blobs, rounded: many ties between proposals.
+    masks = (F.interpolate(torch.randn(1, 12, 4, 3), size=(23, 17), mode="bilinear")[0] * 4).round()
+    isthing = torch.tensor([True, False, True, False])
+    monkeypatch.setattr(inference, "PANOPTIC_ELEMENTS_PER_BAND", 3 * 17 * 12)  # bands of 3 rows
+    ids, info = panoptic_inference(logits, masks, isthing, object_mask_threshold=0.3, overlap_threshold=0.3)
+
+    scores, labels = logits.softmax(-1).max(-1)
+    keep = (labels != 4) & (scores > 0.3)
+    probs = masks[keep].sigmoid()
+    owner = (scores[keep, None, None] * probs).argmax(0)
+    covered = probs.gather(0, owner[None])[0] >= 0.5
+    expected, segment_of_label, next_id = torch.zeros(23, 17, dtype=torch.int32), {}, 1
+    for k, label in enumerate(labels[keep].tolist()):
+        mine = (owner == k) & covered
+        area, original = int((owner == k).sum()), int((probs[k] >= 0.5).sum())
+        if area == 0 or original == 0 or not mine.any() or area / original < 0.3:
+            continue
+        if not isthing[label] and label in segment_of_label:
+            expected[mine] = segment_of_label[label]
+            continue
+        expected[mine] = next_id
+        if not isthing[label]:
+            segment_of_label[label] = next_id
+        next_id += 1
+    assert keep.sum() >= 4 and next_id - 1 == len(info) >= 2
+    assert torch.equal(ids, expected)
+
+
+def test_crop_and_resize_is_a_view_at_the_output_size():
+    maps = torch.randn(3, 10, 12)
+    assert crop_and_resize(maps, (8, 9), 8, 9).data_ptr() == maps.data_ptr()
+    resized = crop_and_resize(maps, (8, 9), 16, 18)
+    assert torch.allclose(resized, F.interpolate(maps[None, :, :8, :9], size=(16, 18), mode="bilinear")[0])
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_sampled_deform_conv_equals_torchvision(channels_last):
+    """Large offsets (taps far outside the map), taps exactly on the border, either layout."""
+    from torchvision.ops import deform_conv2d
+
+    torch.manual_seed(0)
+    x, weight = torch.randn(2, 6, 7, 9), torch.randn(5, 6, 3, 3)
+    offset, mask = torch.randn(2, 18, 7, 9) * 4, torch.rand(2, 9, 7, 9)
+    offset[0, :2, 0, 0] = torch.tensor([-1.0, -2.0])
+    offset[1, 2:4, -1, -1] = torch.tensor([1.0, 0.5])
+    expected = deform_conv2d(x, offset, weight, None, padding=1, mask=mask)
+    if channels_last:
+        x, weight = (t.contiguous(memory_format=torch.channels_last) for t in (x, weight))
+    assert torch.allclose(sampled_deform_conv(x, offset, weight, mask), expected, atol=1e-5)
+
+
+def test_vit_block_with_fused_attention_equals_open_clip(model):
+    block = model.vit_backbone.clip_model.visual.transformer.resblocks[0]
+    tokens = torch.randn(2, 11, block.attn.embed_dim)
+    with torch.no_grad():
+        assert torch.allclose(residual_block(block, tokens), block(tokens), atol=1e-5)
 
 
 def training_batch(num_images=2):

@@ -3,7 +3,22 @@ semantic, panoptic and instance post-processings of one image's proposals."""
 from typing import Dict, List, Tuple
 
 import torch
+import torch.nn.functional as F
 from detectron2.structures import Boxes, Instances
+
+# Mask elements the panoptic post-processing handles at once (a band of rows of every kept
+# proposal): the band stays in cache through its few element-wise passes.
+PANOPTIC_ELEMENTS_PER_BAND = 1 << 19
+
+
+def crop_and_resize(maps: torch.Tensor, size: Tuple[int, int], height: int, width: int) -> torch.Tensor:
+    """(N, Hp, Wp) maps of a padded canvas -> (N, height, width): the image's ``size`` crop,
+    bilinearly resized (as detectron2's ``sem_seg_postprocess``; a view when the crop already
+    has the output size, where that resize is the identity)."""
+    maps = maps[:, : size[0], : size[1]]
+    if tuple(size) == (height, width):
+        return maps
+    return F.interpolate(maps[None], size=(height, width), mode="bilinear", align_corners=False)[0]
 
 
 def geometric_ensemble(in_logits: torch.Tensor, out_logits: torch.Tensor, seen: torch.Tensor,
@@ -50,16 +65,28 @@ def panoptic_inference(class_logits: torch.Tensor, mask_logits: torch.Tensor, is
     scores, labels = class_logits.softmax(-1).max(-1)
     num_classes = class_logits.shape[-1] - 1
     keep = labels.ne(num_classes) & (scores > object_mask_threshold)
-    scores, labels, masks = scores[keep], labels[keep], mask_logits[keep].sigmoid()
-    segments = torch.zeros(mask_logits.shape[-2:], dtype=torch.int32, device=mask_logits.device)
+    scores, labels = scores[keep], labels[keep]
+    height, width = mask_logits.shape[-2:]
+    segments = torch.zeros((height, width), dtype=torch.int32, device=mask_logits.device)
     info: List[Dict] = []
-    if masks.shape[0] == 0:
+    if len(labels) == 0:
         return segments, info
-    owner = (scores[:, None, None] * masks).argmax(0)  # (H, W) proposal of each pixel
-    owned = masks.gather(0, owner[None])[0] >= 0.5  # its mask covers the pixel
+    kept = mask_logits if bool(keep.all()) else mask_logits[keep]
+    owner = torch.empty((height, width), dtype=torch.long, device=mask_logits.device)
+    owned = torch.empty((height, width), dtype=torch.bool, device=mask_logits.device)
+    original_area = torch.zeros(len(labels), dtype=torch.long, device=mask_logits.device)
+    rows = max(1, PANOPTIC_ELEMENTS_PER_BAND // (len(labels) * width))
+    for top in range(0, height, rows):
+        masks = kept[:, top : top + rows].sigmoid()
+        # The proposal of each pixel (max's indices: the first maximum, as argmax, but
+        # vectorised along this dimension on CPU) and whether its mask covers the pixel.
+        band = torch.max(scores[:, None, None] * masks, dim=0).indices
+        owner[top : top + rows] = band
+        owned[top : top + rows] = masks.gather(0, band[None])[0] >= 0.5
+        original_area += (masks >= 0.5).flatten(1).sum(1)
     # Per proposal: pixels it owns, pixels its mask covers, pixels it owns and covers.
     area = torch.bincount(owner.flatten(), minlength=len(labels)).tolist()
-    original_area = (masks >= 0.5).flatten(1).sum(1).tolist()
+    original_area = original_area.tolist()
     segment_area = torch.bincount(owner[owned], minlength=len(labels)).tolist()
     segment_of = [0] * len(labels)  # segment id of each proposal's pixels (0: dropped)
     stuff_ids: Dict[int, int] = {}

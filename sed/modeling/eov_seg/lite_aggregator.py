@@ -1,9 +1,11 @@
 """The Lite Aggregator neck: a top-down path of modulated deformable convolutions over the
 CNN CLIP's res2..res5, fused into one 1/4-resolution map with coordinates (``lite_aggr.*``).
 
-The deformable convolutions run through ``torchvision.ops.deform_conv2d`` (CPU and CUDA);
-BatchNorms synchronise their batch statistics over processes while training
-(detectron2's ``NaiveSyncBatchNorm``, which also works on CPU with gloo).
+The deformable convolutions run through ``torchvision.ops.deform_conv2d`` (CUDA, and CPU
+training); at CPU inference they sample their taps with ``grid_sample`` and multiply once
+(``sampled_deform_conv``: the same outputs within float32 rounding, 2 to 3 times faster).
+BatchNorms synchronise their batch statistics over processes while training (detectron2's
+``NaiveSyncBatchNorm``, which also works on CPU with gloo).
 """
 from typing import Dict, Sequence
 
@@ -12,6 +14,36 @@ import torch.nn.functional as F
 from detectron2.layers import NaiveSyncBatchNorm
 from torch import nn
 from torchvision.ops import deform_conv2d
+
+
+def sampled_deform_conv(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Modulated deformable 3x3 convolution (stride 1, padding 1, one offset group, no bias)
+    as bilinear sampling of the 9 taps and one matrix product.
+
+    Args:
+        x: (B, C, h, w); offset: (B, 18, h, w), (dy, dx) of each tap, row-major taps;
+        weight: (O, C, 3, 3); mask: (B, 9, h, w).
+    Returns:
+        (B, O, h, w), as ``torchvision.ops.deform_conv2d``: a tap that falls outside the map
+        reads zeros, bilinearly blended with the pixels it overlaps.
+    """
+    b, c, h, w = x.shape
+    taps = torch.arange(-1, 2, device=x.device, dtype=x.dtype)
+    offset = offset.view(b, 9, 2, h, w)
+    rows = offset[:, :, 0] + (torch.arange(h, device=x.device, dtype=x.dtype).view(1, 1, h, 1)
+                              + taps.repeat_interleave(3).view(1, 9, 1, 1))
+    cols = offset[:, :, 1] + (torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, 1, w)
+                              + taps.repeat(3).view(1, 9, 1, 1))
+    # Pixel coordinates -> grid_sample's [-1, 1] (align_corners=False: pixel i is at (2i + 1) / n - 1).
+    grid = torch.stack([(2 * cols + 1) / w - 1, (2 * rows + 1) / h - 1], dim=-1).view(b, 9 * h, w, 2)
+    # grid_sample reads channels-last maps about twice as fast on CPU.
+    sampled = F.grid_sample(x.contiguous(memory_format=torch.channels_last), grid, mode="bilinear",
+                            padding_mode="zeros", align_corners=False)
+    # Columns and weights ordered (tap, channel): the weights' order when they are channels-last.
+    columns = x.new_empty(b, 9, c, h, w)
+    torch.mul(sampled.view(b, c, 9, h, w).transpose(1, 2), mask.view(b, 9, 1, h, w), out=columns)
+    columns = columns.view(b, 9 * c, h * w)
+    return (weight.permute(0, 2, 3, 1).reshape(weight.shape[0], 9 * c) @ columns).view(b, -1, h, w)
 
 
 class ModulatedDeformConv(nn.Module):
@@ -27,11 +59,14 @@ class ModulatedDeformConv(nn.Module):
         displacement of tap k (row-major); mask (B, 9, h, w) in [0, 1] -> (B, out, h, w).
 
         Under autocast it runs in float32 (torchvision's CPU kernel has no reduced-precision
-        version) and returns the input's type.
+        version, and sampling coordinates need float32) and returns the input's type.
         """
-        if x.dtype == self.weight.dtype:
-            return deform_conv2d(x, offset, self.weight, None, padding=1, mask=mask)
-        out = deform_conv2d(x.float(), offset.float(), self.weight.float(), None, padding=1, mask=mask.float())
+        with torch.autocast(x.device.type, enabled=False):
+            inputs = [t.float() for t in (x, offset, self.weight, mask)]
+            if x.device.type == "cpu" and not torch.is_grad_enabled():
+                out = sampled_deform_conv(*inputs)
+            else:
+                out = deform_conv2d(inputs[0], inputs[1], inputs[2], None, padding=1, mask=inputs[3])
         return out.to(x.dtype)
 
 

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY
-from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 from torch import nn
 
@@ -21,7 +20,8 @@ from ...vocabulary import Vocabulary, load_vocabulary
 from .cnn_clip import CNNCLIP, build_cnn_clip
 from .criterion import SetCriterion
 from .decoder import LightweightDecoder
-from .inference import geometric_ensemble, instance_inference, panoptic_inference, semantic_inference
+from .inference import (crop_and_resize, geometric_ensemble, instance_inference, panoptic_inference,
+                        semantic_inference)
 from .lite_aggregator import LiteAggregator
 from .text_classifier import TextClassifier
 from .vit_clip import KEPT_PREFIXES, ViTFirstBlock
@@ -304,11 +304,11 @@ class EOV_SEG(nn.Module):  # noqa: N801  (the registered name of the authors' co
             height, width = x.get("height", size[0]), x.get("width", size[1])
             out = {}
             if resize_first:
-                mask = sem_seg_postprocess(mask, size, height, width)
+                mask = crop_and_resize(mask, size, height, width)
                 if self.semantic_on:
                     out["sem_seg"] = semantic_inference(cls, mask)
             elif self.semantic_on:
-                out["sem_seg"] = sem_seg_postprocess(semantic_inference(cls, mask), size, height, width)
+                out["sem_seg"] = crop_and_resize(semantic_inference(cls, mask), size, height, width)
             if self.panoptic_on:
                 out["panoptic_seg"] = panoptic_inference(
                     cls, mask, isthing, object_mask_threshold=self.object_mask_threshold,

@@ -19,6 +19,18 @@ KEPT_PREFIXES: Tuple[str, ...] = (
 )
 
 
+def residual_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """open_clip's ``ResidualAttentionBlock`` on batch-first tokens (B, L, C) -> (B, L, C), its
+    self-attention through ``scaled_dot_product_attention`` (a fused kernel on CPU too)."""
+    attn = block.attn
+    b, length, c = x.shape
+    y = block.ln_1(x)
+    q, k, v = F.linear(y, attn.in_proj_weight, attn.in_proj_bias).view(b, length, 3, attn.num_heads, -1).unbind(2)
+    y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    x = x + block.ls_1(attn.out_proj(y.transpose(1, 2).reshape(b, length, c)))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
 class ViTFirstBlock(nn.Module):
     """Patch tokens of a ViT CLIP after its first block, frozen and in eval mode."""
 
@@ -59,5 +71,5 @@ class ViTFirstBlock(nn.Module):
         grid = pos[1:].reshape(1, *self.grid, c).permute(0, 3, 1, 2)
         grid = F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False)
         x = x + torch.cat([pos[:1], grid.flatten(2)[0].t()])
-        x = v.transformer.resblocks[0](v.ln_pre(x))  # batch-first: attention within each image
+        x = residual_block(v.transformer.resblocks[0], v.ln_pre(x))
         return x[:, 1:].transpose(1, 2).reshape(b, c, h, w)
