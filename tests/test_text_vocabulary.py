@@ -1,5 +1,8 @@
 """Class embeddings: prompt ensembling, context truncation, and the caches."""
 import os
+import re
+import subprocess
+import sys
 
 import open_clip
 import torch
@@ -87,3 +90,28 @@ def test_embeddings_ignore_autocast():
         under_autocast = cache.compute(clip, ["cat", "sky"])
     assert under_autocast.dtype == torch.float32
     assert torch.equal(under_autocast, cache.compute(clip, ["cat", "sky"]))
+
+
+def test_spread_text_tower_separates_the_classes_and_loads_as_weights(tmp_path):
+    """tools/spread_text_tower.py: the tiny default's random text tower maps the shapes' names
+    to nearly one direction; after spreading they are far apart, the image tower is untouched,
+    the same seed writes the same weights, and the file loads as MODEL.ENC.CLIP_PRETRAINED_WEIGHTS."""
+    outputs = [tmp_path / "a.pt", tmp_path / "b.pt"]
+    for out in outputs:
+        result = subprocess.run(
+            [sys.executable, "tools/spread_text_tower.py", "--config-file", "configs/synthetic_tiny.yaml",
+             "--output", str(out), "--steps", "60"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+    before, after = map(float, re.search(r"two classes (-?[0-9.]+) -> (-?[0-9.]+)\. Wrote", result.stdout).groups())
+    assert before > 0.8 and after < 0.5
+    first, second = (torch.load(out, weights_only=True) for out in outputs)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+    torch.manual_seed(0)
+    random_init = create_clip_model(os.path.join(ROOT, "sed/model_configs/sed_tiny.json"), "").state_dict()
+    loaded = create_clip_model(os.path.join(ROOT, "sed/model_configs/sed_tiny.json"), str(outputs[0])).state_dict()
+    for name, value in loaded.items():
+        assert torch.equal(value, first[name])
+        if name.startswith("visual."):
+            assert torch.equal(value, random_init[name]), name
+    assert not torch.equal(loaded["token_embedding.weight"], random_init["token_embedding.weight"])

@@ -119,6 +119,24 @@ def test_loss_falls_on_the_embedded_default(tmp_path, env_with_datasets):
     assert len(losses) == 2 and losses[1] < 0.9 * losses[0]
 
 
+def test_quick_start_training_is_deterministic_given_the_seed(tmp_path, env_with_datasets):
+    """The quick start's path: spread text weights (tools/spread_text_tower.py), then two runs
+    with one seed log the same losses."""
+    clip = tmp_path / "clip.pt"
+    result = subprocess.run([sys.executable, "tools/spread_text_tower.py", "--config-file", "configs/synthetic_tiny.yaml",
+                             "--output", str(clip), "--steps", "20"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    losses = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        result = train_net("MODEL.ENC.CLIP_PRETRAINED_WEIGHTS", str(clip), "SOLVER.MAX_ITER", "3", "TEST.EVAL_PERIOD", "0",
+                           "SEED", "5", env=env_with_datasets, out=out)
+        assert result.returncode == 0, result.stderr[-3000:]
+        metrics = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+        losses.append([{k: v for k, v in m.items() if "loss" in k} for m in metrics])
+    assert losses[0] == losses[1] and losses[0] and losses[0][0]
+
+
 def test_one_training_step_on_the_fixture_batch(monkeypatch):
     from test_official_fixture import FIXTURE, build, require_fixture
 

@@ -16,4 +16,11 @@ bash tools/install.sh
 OUTPUT_DIR="${1:-$DEFAULT_OUTPUT}"
 shift || true
 .venv/bin/python datasets/prepare_synthetic.py
+if [ "$MODEL" = sed ]; then
+    # SED learns classes through its cost volume only: give the tiny random CLIP a text tower
+    # whose prompt embeddings are spread apart (tools/spread_text_tower.py, deterministic).
+    CLIP_WEIGHTS="$OUTPUT_DIR/tiny_clip_spread_text.pt"
+    [ -f "$CLIP_WEIGHTS" ] || .venv/bin/python tools/spread_text_tower.py --config-file "$CONFIG" --output "$CLIP_WEIGHTS"
+    set -- MODEL.ENC.CLIP_PRETRAINED_WEIGHTS "$CLIP_WEIGHTS" "$@"
+fi
 sh run.sh "$CONFIG" 0 "$OUTPUT_DIR" "$@"
