@@ -8,35 +8,32 @@ embedded default (the stand-in for pretrained CLIP text weights; ``sed/clip/spre
 Builds the config's CLIP (MODEL.ENC.CLIP_MODEL_NAME) with random weights drawn from --seed,
 trains its text tower to spread apart the prompts of the training vocabulary (every template
 of MODEL.SEM_SEG_HEAD.PROMPT_TEMPLATES with every name of TRAIN_CLASS_JSON: the names within
-each template, and all prompts together) and writes the whole
-open_clip state dict to --output, for MODEL.ENC.CLIP_PRETRAINED_WEIGHTS. The same arguments
-write the same file. Prints the largest cosine between two classes' embeddings before and
-after.
+each template, and all prompts together) and writes the whole open_clip state dict to
+--output, for MODEL.ENC.CLIP_PRETRAINED_WEIGHTS. The same arguments write the same file.
+Prints the largest cosine between two classes' embeddings before and after.
 """
 import argparse
 import logging
 import os
 import sys
 
-import open_clip
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sed.clip import PROMPT_ENSEMBLES, PROMPT_TEMPLATES, create_clip_model, resolve_model_name  # noqa: E402
+from sed.clip import (PROMPT_ENSEMBLES, PROMPT_TEMPLATES, ClassEmbeddingCache, create_clip_model,  # noqa: E402
+                      resolve_model_name)
 from sed.clip.spread import spread_text_tower  # noqa: E402
-from sed.clip.text import encode_normalised  # noqa: E402
 from sed.predictor import load_config  # noqa: E402
 from sed.vocabulary import load_class_names  # noqa: E402
 
 
-def largest_class_cosine(clip_model, tokenizer, templates, names) -> float:
-    """Largest cosine between the template-averaged embeddings of two of ``names``."""
-    with torch.no_grad():
-        embeddings = [F.normalize(encode_normalised(clip_model, tokenizer([t.format(n) for t in templates])).mean(0), dim=-1)
-                      for n in names]
-    cosines = torch.stack(embeddings) @ torch.stack(embeddings).T
+def largest_class_cosine(clip_model, model_name: str, templates, names) -> float:
+    """Largest cosine between the template-averaged embeddings of two classes of ``names``."""
+    cache = ClassEmbeddingCache(model_name=model_name, templates=templates, cache_dir="")
+    classes = F.normalize(cache.compute(clip_model, names).mean(dim=1), dim=-1)  # (T, C)
+    cosines = classes @ classes.T
     return float(cosines[~torch.eye(len(names), dtype=torch.bool)].max())
 
 
@@ -60,12 +57,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     clip_model = create_clip_model(cfg.MODEL.ENC.CLIP_MODEL_NAME, "")
-    tokenizer = open_clip.get_tokenizer(model_name)
     synonyms = [s for name in names for s in PROMPT_ENSEMBLES["per_template"].split(name)]
-    before = largest_class_cosine(clip_model, tokenizer, templates, synonyms)
+    before = largest_class_cosine(clip_model, model_name, templates, names)
     prompts = [[template.format(name) for name in synonyms] for template in templates]
     losses = spread_text_tower(clip_model, model_name, prompts, steps=args.steps, lr=args.lr)
-    after = largest_class_cosine(clip_model, tokenizer, templates, synonyms)
+    after = largest_class_cosine(clip_model, model_name, templates, names)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     tmp = f"{args.output}.{os.getpid()}.tmp"
     torch.save(clip_model.state_dict(), tmp)
