@@ -23,6 +23,7 @@ from tabulate import tabulate
 
 from sed import add_project_config
 from sed.config import AMP_DTYPES
+from sed.cpu_memory import configure_cpu_memory
 from sed.data.custom import CustomDatasetError, CustomSplit, resolve_custom_datasets
 from sed.data.evaluation import build_evaluators
 from sed.data.mapper import build_mapper
@@ -258,6 +259,7 @@ def setup(args):
     cfg.freeze()
     setup_loggers(cfg.OUTPUT_DIR)
     default_setup(cfg, args)
+    configure_cpu_memory(cfg)
     if comm.is_main_process() and cfg.OUTPUT_DIR:
         logging.getLogger("sed").info(f"Environment, arguments and full config: {os.path.join(cfg.OUTPUT_DIR, 'log.txt')}")
     CONFIG_CHECKS.get(cfg.MODEL.META_ARCHITECTURE, lambda cfg: None)(cfg)

@@ -26,6 +26,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
 from .config import add_project_config
+from .cpu_memory import configure_cpu_memory
 from .vocabulary import Vocabulary, parse_vocabulary
 
 VOCABULARY_DIR = Path(__file__).resolve().parents[1] / "datasets"
@@ -166,6 +167,7 @@ class SEDPredictor:
         cfg.merge_from_list(PREDICTOR_OPTS[self.family])  # every output the result carries
         cfg.freeze()
         self.cfg = cfg
+        configure_cpu_memory(cfg)
         self.model = build_model(cfg).eval()
         if cfg.MODEL.WEIGHTS:
             DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)

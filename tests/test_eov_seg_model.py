@@ -5,16 +5,18 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
 from open_clip.transformer import QuickGELU
 
 from conftest import eov_cfg, eov_tiny_model
-from sed.modeling.eov_seg import inference
+from sed.modeling.eov_seg import inference, vocabulary_selection
 from sed.modeling.eov_seg.inference import crop_and_resize, geometric_ensemble, instance_inference, panoptic_inference
 from sed.modeling.eov_seg.lite_aggregator import sampled_deform_conv
 from sed.modeling.eov_seg.vit_clip import residual_block
+from sed.modeling.eov_seg.vocabulary_selection import VocabularyAwareSelection
 
 TRAIN = [{"name": "person, man", "isthing": True}, {"name": "car", "isthing": True}, "sky", "grass,lawn"]
 TEST = [{"name": "car", "isthing": True}, {"name": "dog", "isthing": True}, "sky", "road, street", "tree"]
@@ -197,6 +199,27 @@ def test_sampled_deform_conv_equals_torchvision(channels_last):
     if channels_last:
         x, weight = (t.contiguous(memory_format=torch.channels_last) for t in (x, weight))
     assert torch.allclose(sampled_deform_conv(x, offset, weight, mask), expected, atol=1e-5)
+
+
+def test_vocabulary_selection_in_bands_equals_the_training_computation(monkeypatch):
+    """Inference computes each pixel's best response a few pixels at a time with the 1x1
+    convolution's BatchNorm folded in; trained (non-trivial) BatchNorm statistics, an odd tail band."""
+    torch.manual_seed(0)
+    vas = VocabularyAwareSelection(hidden_dim=8, embed_dim=12)
+    for bn in (vas.embed_conv.depthwise.norm, vas.embed_conv.pointwise.norm):
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+        nn.init.normal_(bn.weight)
+        nn.init.normal_(bn.bias)
+    vas.eval()
+    neck, classifier = torch.randn(2, 8, 5, 7), F.normalize(torch.randn(9, 12), dim=-1) * 4
+    monkeypatch.setattr(vocabulary_selection, "PIXELS_PER_BAND", 16)  # 70 pixels: 5 bands, the last of 6
+    expected = vas(neck, classifier)  # gradients on: the whole-map computation
+    assert expected.requires_grad
+    with torch.no_grad():
+        banded = vas(neck, classifier)
+    assert torch.allclose(banded, expected, atol=1e-6)
+    assert expected.std() > 0.01  # the best responses differ from pixel to pixel
 
 
 def test_vit_block_with_fused_attention_equals_open_clip(model):

@@ -48,6 +48,7 @@ from fvcore.nn import FlopCountAnalysis
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from sed.config import INFERENCE_DTYPES
+from sed.cpu_memory import configure_cpu_memory
 from sed.predictor import SET_VOCABULARY, load_config, parse_vocabulary_spec
 from sed.solver import build_optimizer
 from sed.vocabulary import Vocabulary
@@ -320,6 +321,7 @@ def main(argv=None) -> int:
     rejection = ["TEST.FAST_INFERENCE", str(args.fast), "TEST.TOPK", str(args.topk[0])] if family.early_rejection else []
     cfg = load_config(args.config_file, opts=["MODEL.DEVICE", args.device, *family.opts, *rejection, *args.opts])
     device = torch.device(cfg.MODEL.DEVICE)
+    configure_cpu_memory(cfg)
     torch.manual_seed(0)
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
