@@ -84,9 +84,8 @@ def add_training_config(cfg: CN) -> None:
     # opt-in: outputs move beyond the float32 tolerances; README, Speed).
     cfg.TEST.PRECISION = "float32"
     # MODEL.DEVICE "cpu": keep freed memory in the process heap for the next tensors instead of
-    # returning it to the system (glibc; sed/cpu_memory.py). A quarter less time per EOV-Seg
-    # image on 2 cores for about a fifth more resident memory (README, Speed). False: the C
-    # library's defaults.
+    # returning it to the system (glibc; sed/cpu_memory.py). EOV-Seg-S on 2 cores: 3.8 -> 3.2 s
+    # per image for about 5% more peak memory (README, Speed). False: the C library's defaults.
     cfg.CPU_REUSE_MEMORY = True
     # Micro-batches per optimizer step: each holds IMS_PER_BATCH / GRAD_ACCUM_STEPS images, so
     # the effective batch stays IMS_PER_BATCH on fewer or smaller GPUs.
