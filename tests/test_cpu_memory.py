@@ -33,11 +33,13 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 def last_pass_faults(mode: str) -> int:
-    out = subprocess.run([sys.executable, "-c", FAULTS_OF_LAST_PASS, mode, cpu_memory.__file__], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", FAULTS_OF_LAST_PASS, mode, cpu_memory.__file__],
+                         capture_output=True, text=True, check=True)
     return int(out.stdout.split()[-1])
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting is glibc's (mallopt); other C libraries keep their defaults")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc",
+                    reason="the setting is glibc's (mallopt); other C libraries keep their defaults")
 def test_reused_memory_is_not_faulted_in_again():
     assert last_pass_faults("default") > 30_000  # 37 MB activations: pages of 4 KB, fresh from the system
     assert last_pass_faults("reuse") < 1_000
@@ -45,6 +47,7 @@ def test_reused_memory_is_not_faulted_in_again():
 
 def test_setting_applies_to_cpu_runs_only():
     cfg = eov_cfg()
+    assert configure_cpu_memory(cfg) == (platform.libc_ver()[0] == "glibc")
     cfg.MODEL.DEVICE = "cuda"
     assert not configure_cpu_memory(cfg)
     cfg.MODEL.DEVICE, cfg.CPU_REUSE_MEMORY = "cpu", False
