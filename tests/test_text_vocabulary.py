@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import ROOT, tiny_model
+from sed.clip import text
 from sed.clip.builder import create_clip_model
 from sed.clip.text import (PROMPT_TEMPLATES, ClassEmbeddingCache, encode_after_prefix, encode_normalised,
                            encode_prompts, shared_prefix_length, shares_prefixes)
@@ -21,7 +22,7 @@ def test_truncated_context_equals_full_context():
     assert torch.allclose(encode_prompts(clip, tokens), clip.encode_text(tokens), atol=1e-5)
 
 
-def test_a_shared_prefix_runs_once_with_the_same_embeddings():
+def test_a_shared_prefix_runs_once_with_the_same_embeddings(monkeypatch):
     """A template's prompts share their start: encoding it once gives the full-context
     embeddings (ResNet CLIP's text tower here, ViT's in the test above's model)."""
     torch.manual_seed(0)
@@ -35,7 +36,7 @@ def test_a_shared_prefix_runs_once_with_the_same_embeddings():
         full = clip.encode_text(tokens)
         assert torch.allclose(encode_after_prefix(clip, tokens, 5), full, atol=1e-5)
         assert torch.allclose(encode_after_prefix(clip, tokens, 1), full, atol=1e-5)
-        # Mixed templates and lengths, in calls of similar length, back in the given order.
+        # Mixed templates and lengths, in calls of one length, back in the given order.
         mixed = tokenizer([t.format(n) for t in PROMPT_TEMPLATES["vild"][:3] for n in ("cat", "fire hydrant", "sky")])
         assert torch.allclose(encode_normalised(clip, mixed), F.normalize(clip.encode_text(mixed), dim=-1), atol=1e-5)
     # One name per template and class: the cache's order is the ensemble's, whatever the grouping.
@@ -45,6 +46,12 @@ def test_a_shared_prefix_runs_once_with_the_same_embeddings():
     with torch.no_grad():
         kitty = F.normalize(clip.encode_text(tokenizer([t.format("kitty") for t in PROMPT_TEMPLATES["vild"][:3]])), dim=-1)
     assert names.shape == (3, 32) and torch.allclose(names[1], F.normalize(kitty.mean(0), dim=-1), atol=1e-5)
+    # Each call holds prompts of one length (no padding), their shared start cut off.
+    calls = []
+    monkeypatch.setattr(text, "encode_after_prefix",
+                        lambda clip, tokens, prefix: calls.append((tokens, prefix)) or torch.ones(len(tokens), 32))
+    encode_normalised(clip, tokenizer(["There is a small dog", "There is a small fire hydrant", "There is a small cat"]))
+    assert [(t.argmax(dim=-1).tolist(), p) for t, p in calls] == [([6, 6], 5), ([8], 8)]
 
 
 def test_synonyms_are_averaged_per_template():

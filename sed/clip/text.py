@@ -189,17 +189,23 @@ def encode_after_prefix(clip_model: nn.Module, tokens: torch.Tensor, prefix_leng
 
 
 def encode_normalised(clip_model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """(N, L) tokenised prompts -> (N, C) L2-normalised float32 embeddings, encoded in calls of
-    ``PROMPTS_PER_CALL`` prompts of similar length (so each call's context is cut short), each
-    call's shared prefix once where the text tower allows (:func:`encode_after_prefix`)."""
-    order = tokens.argmax(dim=-1).argsort(stable=True)
+    """(N, L) tokenised prompts -> (N, C) L2-normalised float32 embeddings.
+
+    Prompts of the same length are encoded together, at most ``PROMPTS_PER_CALL`` per call, so
+    every call's context ends at its end-of-text token with no padding; where the text tower
+    allows, the start its prompts share (a template's) runs once (:func:`encode_after_prefix`).
+    """
+    lengths = tokens.argmax(dim=-1)
     prefixes = shares_prefixes(clip_model)
-    encoded = []
-    for i in range(0, len(tokens), PROMPTS_PER_CALL):
-        chunk = tokens[order[i : i + PROMPTS_PER_CALL]]
-        x = encode_after_prefix(clip_model, chunk, shared_prefix_length(chunk)) if prefixes else encode_prompts(clip_model, chunk)
-        encoded.append(F.normalize(x.float(), dim=-1))
-    return torch.cat(encoded)[order.argsort().to(tokens.device)]
+    rows, encoded = [], []
+    for length in lengths.unique():
+        same_length = (lengths == length).nonzero().squeeze(1)
+        for index in same_length.split(PROMPTS_PER_CALL):
+            chunk = tokens[index]
+            x = encode_after_prefix(clip_model, chunk, shared_prefix_length(chunk)) if prefixes else encode_prompts(clip_model, chunk)
+            rows.append(index)
+            encoded.append(F.normalize(x.float(), dim=-1))
+    return torch.cat(encoded)[torch.cat(rows).argsort()]
 
 
 class ClassEmbeddingCache:
