@@ -72,5 +72,6 @@ def test_eval_sh_reports_every_benchmark(tmp_path, env_with_datasets):
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ["A-847", "PC-459", "A-150", "PC-59", "PAS-20", "PAS-20b"]:
         assert f"| {name}" in result.stdout
+        assert f"eval.sh: {name} skipped: dataset " in result.stderr
     assert result.stdout.count("missing") == 6 * 4
     assert (out / "eval" / "summary.csv").is_file() and (out / "eval" / "summary.md").is_file()

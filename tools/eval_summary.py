@@ -1,8 +1,7 @@
 """The published benchmarks of eval.sh for a config's model, and the summary table of their
 results.
 
-    python tools/eval_summary.py --list CONFIG           # NAME DATASET OVERRIDES... per line
-    python tools/eval_summary.py --exists DATASET        # exit 0 if its data is on disk
+    python tools/eval_summary.py --list CONFIG    # NAME DATASET OVERRIDES... per line, for data on disk
     python tools/eval_summary.py --summarize CONFIG OUT/eval   # print + write summary.csv/.md
 """
 import argparse
@@ -110,15 +109,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--list", metavar="CONFIG")
-    group.add_argument("--exists", metavar="DATASET")
     group.add_argument("--summarize", nargs=2, metavar=("CONFIG", "EVAL_DIR"))
     args = parser.parse_args()
     if args.list:
         for b in benchmarks_of(args.list):
-            print(b.name, b.dataset, *b.overrides)
+            if dataset_exists(b.dataset):
+                print(b.name, b.dataset, *b.overrides)
+            else:
+                print(f"eval.sh: {b.name} skipped: dataset {b.dataset} is not on disk", file=sys.stderr)
         return 0
-    if args.exists:
-        return 0 if dataset_exists(args.exists) else 1
     config_file, eval_dir = args.summarize
     headers, rows = summarize(benchmarks_of(config_file), eval_dir)
     table = tabulate(rows, headers=headers, tablefmt="pipe")
