@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 FIXTURE = SHARED / "fixtures" / "sed_official_tiny"
 TINY_CLIP = str(ROOT / "sed" / "model_configs" / "sed_tiny.json")
+# configs/synthetic_tiny.yaml's SED quickly: one prompt template, no text-embedding disk cache.
+TINY_TEXT = ["MODEL.SEM_SEG_HEAD.PROMPT_TEMPLATES", "single", "MODEL.SEM_SEG_HEAD.TEXT_CACHE_DIR", ""]
 
 
 def require_fixture():
@@ -44,6 +46,16 @@ def tiny_model(*opts, seed=0):
         "MODEL.SEM_SEG_HEAD.PROMPT_TEMPLATES", "single", *opts,
     )
     return build_model(cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory):
+    """A checkpoint of configs/synthetic_tiny.yaml's SED, randomly initialised (seed 0)."""
+    torch.manual_seed(0)
+    cfg = make_cfg("MODEL.ENC.CLIP_PRETRAINED_WEIGHTS", "", *TINY_TEXT, config_file=ROOT / "configs" / "synthetic_tiny.yaml")
+    path = tmp_path_factory.mktemp("weights") / "tiny.pth"
+    torch.save({"model": build_model(cfg).state_dict()}, path)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -6,21 +6,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from detectron2.modeling import build_model
 from PIL import Image
 
-from conftest import ROOT, make_cfg
-
-TINY = ["MODEL.SEM_SEG_HEAD.PROMPT_TEMPLATES", "single", "MODEL.SEM_SEG_HEAD.TEXT_CACHE_DIR", ""]
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    cfg = make_cfg("MODEL.ENC.CLIP_PRETRAINED_WEIGHTS", "", *TINY, config_file=ROOT / "configs" / "synthetic_tiny.yaml")
-    path = tmp_path_factory.mktemp("weights") / "tiny.pth"
-    torch.save({"model": build_model(cfg).state_dict()}, path)
-    return path
+from conftest import ROOT, TINY_TEXT as TINY
 
 
 def demo(*args):

@@ -5,7 +5,8 @@
         [--output results.json] [--opts KEY VALUE ...]
     python tools/benchmark.py --config-file configs/eov_seg/eov_seg_R50.yaml --vocabulary ade150 \\
         --image-size 640 853 --device cpu
-    python tools/benchmark.py --config-file configs/convnextB_768.yaml --train --device cuda
+    python tools/benchmark.py --config-file configs/convnextB_768.yaml --vocabulary coco --train --device cuda
+    python tools/benchmark.py --config-file configs/eov_seg/eov_seg_R50.yaml --train --dtype float16
     python tools/benchmark.py --config-file configs/convnextB_768.yaml --vocabulary pc459 \\
         --random-text-embeddings --fast --ranked-rejection --topk 8 32 128 459 --plot curve.png
 
@@ -19,9 +20,10 @@ reports ms/image (median, p10, p90), images/s, parameters held and those the inf
 allocator on GPU, process RSS on CPU), device, software versions, the classes kept by early
 rejection (SED) and the time taken to get the vocabulary's text embeddings (encoded, or read
 from the disk cache). --dtype bfloat16 also reports the agreement with float32. --train
-reports training iterations/s and memory at the recipe's crop and batch per device (random
-labels; the peak over all steps, which includes the optimizer state, and that of the first
-step); --text-only just the text embeddings (prompts and prompts/s). Prints the figures and
+reports training iterations/s and memory at the recipe's crop and --batch-size (random labels,
+SED: label maps over the vocabulary, EOV-Seg: panoptic masks over the config's training classes;
+the training loop's own step, --dtype its autocast type, float16 with the gradient scaler; the
+peak over all steps, which includes the optimizer state, and that of the first step); --text-only just the text embeddings (prompts and prompts/s). Prints the figures and
 writes them as JSON (--output).
 
 Several --topk values (SED) measure the early-rejection curve: plain inference, then each TOPK,
@@ -30,6 +32,7 @@ keep nearly all of them; --ranked-rejection makes the rejection heads rank the c
 fixed order, so exactly TOPK classes go through the decoder, as when trained heads agree.
 """
 import argparse
+import itertools
 import json
 import platform
 import resource
@@ -37,13 +40,15 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Callable, List, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
+from detectron2.structures import Instances
+from detectron2.utils.events import EventStorage
 from fvcore.nn import FlopCountAnalysis
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -51,7 +56,28 @@ from sed.config import INFERENCE_DTYPES
 from sed.cpu_memory import configure_cpu_memory
 from sed.predictor import SET_VOCABULARY, load_config, parse_vocabulary_spec
 from sed.solver import build_optimizer
+from sed.train_loop import AccumulatingTrainer
 from sed.vocabulary import Vocabulary
+
+
+def sed_train_batch(model, names: List[str], images: List[torch.Tensor]) -> Tuple[List[dict], int]:
+    """Random (H, W) label maps over ``names``, which become the training classes."""
+    model.train_class_names = names
+    return [{"image": im, "sem_seg": torch.randint(0, len(names), im.shape[1:])} for im in images], len(names)
+
+
+def eov_seg_train_batch(model, names: List[str], images: List[torch.Tensor], segments: int = 16):
+    """Random panoptic targets over the config's training classes: per image ``segments``
+    non-overlapping masks (the cells of a random 16x16 label grid, upsampled)."""
+    classes = len(model.train_vocabulary)
+    batch = []
+    for im in images:
+        grid = torch.randint(0, segments, (1, 1, 16, 16)).float()
+        labels = F.interpolate(grid, size=im.shape[1:], mode="nearest")[0, 0].long()
+        masks = torch.stack([labels == i for i in range(segments)])
+        instances = Instances(tuple(im.shape[1:]), gt_classes=torch.randint(0, classes, (segments,)), gt_masks=masks)
+        batch.append({"image": im, "instances": instances})
+    return batch, classes
 
 
 @dataclass(frozen=True)
@@ -61,16 +87,20 @@ class Family:
     image_size: Tuple[int, int]  # default inference input (H, W)
     opts: Tuple[str, ...]  # config keys: random CLIP initialisation, the outputs measured
     early_rejection: bool  # --fast, --topk, --ranked-rejection apply
-    training: bool  # --train applies
+    train_crop: Callable  # cfg -> the recipe's square training crop
+    train_batch: Callable  # (model, names, images) -> (random training batch, training classes)
+    train_settings: Callable = lambda cfg: {}  # cfg -> training settings reported with the figures
 
 
 FAMILIES = {
-    "SED": Family((768, 768), ("MODEL.ENC.CLIP_PRETRAINED_WEIGHTS", ""), early_rejection=True, training=True),
+    "SED": Family((768, 768), ("MODEL.ENC.CLIP_PRETRAINED_WEIGHTS", ""), early_rejection=True,
+                  train_crop=lambda cfg: cfg.INPUT.CROP.SIZE[0], train_batch=sed_train_batch,
+                  train_settings=lambda cfg: {"train_checkpoint_chunks": cfg.MODEL.SEM_SEG_HEAD.TRAIN_CHECKPOINT_CHUNKS}),
     "EOV_SEG": Family(
         (640, 853),
         ("MODEL.OV_HEAD.CLIP_PRETRAINED_WEIGHTS", "", "MODEL.OV_HEAD.CLIP_VIT_PRETRAINED_WEIGHTS", "",
          "MODEL.EOV_SEG.TEST.PANOPTIC_ON", "True"),
-        early_rejection=False, training=False,
+        early_rejection=False, train_crop=lambda cfg: cfg.INPUT.IMAGE_SIZE, train_batch=eov_seg_train_batch,
     ),
 }
 
@@ -120,9 +150,6 @@ def check_family(args, meta_architecture: str) -> Family:
     if not family.early_rejection and (args.fast or args.ranked_rejection or len(args.topk) > 1):
         raise SystemExit(f"benchmark.py: --fast, --topk and --ranked-rejection measure SED's early rejection, "
                          f"not {meta_architecture}")
-    if args.train and not family.training:
-        raise SystemExit(f"benchmark.py: --train measures SED; {meta_architecture} training speed is in "
-                         "train_net.py's log (time per iteration)")
     return family
 
 
@@ -330,7 +357,7 @@ def main(argv=None) -> int:
     names = list(classes.names)
     amp = INFERENCE_DTYPES[args.dtype]
     if args.train:
-        size = (cfg.INPUT.CROP.SIZE[0],) * 2
+        size = (family.train_crop(cfg),) * 2
     else:
         size = (args.image_size[0], args.image_size[-1]) if args.image_size else family.image_size  # one value: square
     images = [torch.randint(0, 256, (3, *size), dtype=torch.uint8) for _ in range(args.batch_size)]
@@ -338,18 +365,14 @@ def main(argv=None) -> int:
         torch.cuda.reset_peak_memory_stats(device)
 
     if args.train:
-        model.train()
-        model.train_class_names = names
-        optimizer = build_optimizer(cfg, model)
-        batch = [{"image": im, "sem_seg": torch.randint(0, len(names), size)} for im in images]
+        batch, train_classes = family.train_batch(model, names, images)
+        # The training loop's own step (float16: with its gradient scaler), on the same batch.
+        trainer = AccumulatingTrainer(model, itertools.repeat(batch), build_optimizer(cfg, model),
+                                      amp_dtype=amp, device_type=device.type)
         first_step_peak = []
 
         def step():
-            optimizer.zero_grad()  # before the forward pass, as in the training loop (AccumulatingTrainer)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                loss = sum(model(batch).values())
-            loss.backward()
-            optimizer.step()
+            trainer.run_step()
             if not first_step_peak:
                 first_step_peak.append(peak_memory_mb(device))
     else:
@@ -369,7 +392,8 @@ def main(argv=None) -> int:
     text_seconds = time.perf_counter() - start
     results = {
         "mode": "train" if args.train else "text" if args.text_only else "inference",
-        "model": meta_architecture, "config": args.config_file, "opts": args.opts, "classes": len(names),
+        "model": meta_architecture, "config": args.config_file, "opts": args.opts,
+        "classes": train_classes if args.train else len(names),
         "image_size": list(size), "batch_size": args.batch_size, "dtype": args.dtype, "fast_inference": args.fast,
         "topk": (args.topk[0] if len(args.topk) == 1 else args.topk) if args.fast else None,
         "ranked_rejection": args.ranked_rejection, "random_text_embeddings": args.random_text_embeddings,
@@ -386,10 +410,11 @@ def main(argv=None) -> int:
         results["prompts"] = len(cache.templates) * sum(cache.num_names(names))
         results["prompts_per_s"] = results["prompts"] / text_seconds
     elif args.train:
-        times = timed(step, device, args.warmup, args.iters)
+        with EventStorage():
+            times = timed(step, device, args.warmup, args.iters)
         results.update(per_image_figures(times, args.batch_size), iterations_per_s=1 / statistics.median(times),
-                       peak_memory_mb_first_step=first_step_peak[0],
-                       train_checkpoint_chunks=cfg.MODEL.SEM_SEG_HEAD.TRAIN_CHECKPOINT_CHUNKS)
+                       peak_memory_mb_first_step=first_step_peak[0], amp_grad_scaler=trainer.grad_scaler is not None)
+        results.update(family.train_settings(cfg))
     elif len(args.topk) > 1:
         curve = []
         for topk in [None, *args.topk]:
