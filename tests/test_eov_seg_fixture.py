@@ -100,6 +100,7 @@ def test_checkpoint_loads_every_released_key(caplog):
 
 
 def test_wrong_checkpoint_names_its_keys(tmp_path):
+    require_fixture()
     state = torch.load(FIXTURE / "model_final.pth", weights_only=True)
     del state["model"]["lite_aggr.loc_conv.bias"]
     state["model"]["light_weight_decoder.mask_heads.0.extra.weight"] = torch.zeros(3)
