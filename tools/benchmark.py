@@ -23,8 +23,9 @@ from the disk cache). --dtype bfloat16 also reports the agreement with float32. 
 reports training iterations/s and memory at the recipe's crop and --batch-size (random labels,
 SED: label maps over the vocabulary, EOV-Seg: panoptic masks over the config's training classes;
 the training loop's own step, --dtype its autocast type, float16 with the gradient scaler; the
-peak over all steps, which includes the optimizer state, and that of the first step); --text-only just the text embeddings (prompts and prompts/s). Prints the figures and
-writes them as JSON (--output).
+peak over all steps, which includes the optimizer state, and that of the first step);
+--text-only just the text embeddings (prompts and prompts/s). Prints the figures and writes
+them as JSON (--output).
 
 Several --topk values (SED) measure the early-rejection curve: plain inference, then each TOPK,
 as a list under "curve" (and a picture with --plot). Random weights rank classes at random and

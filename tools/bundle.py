@@ -8,12 +8,12 @@ walking their wheels' declared dependencies for the target Python, everything th
 the versions installed in the running environment (those the test suite ran with) where it has
 them. Left out: torch, torchvision and all they depend on (numpy, Pillow, the CUDA libraries:
 the target interpreter has them), and, unless --full, OpenCV, TensorBoard and matplotlib (see
-LEFT_OUT_UNLESS_FULL): without them the bundle imports, evaluates, benchmarks and runs the
-fixture tests; training and pictures need them (and OpenCV) too. Source-only distributions are built here into
-wheels, which must come out pure Python. setuptools is always in: it builds the project's own
-editable install. Writes DIR/manifest.json (name, version, file, sha256
-and size of each wheel, the target, what was left out) and, but with --full, stops if the wheels
-exceed 64 MiB (the most a GPU machine of ours takes along).
+LEFT_OUT_UNLESS_FULL): without them the install imports, runs inference and the benchmarks and
+passes the fixture tests; training and pictures need them. Source-only distributions are built
+here into wheels, which must come out pure Python. setuptools is always in: it builds the
+project's own editable install. Writes DIR/manifest.json (name, version, file, sha256 and size
+of each wheel, the target, what was left out) and, but with --full, stops if the wheels exceed
+64 MiB (the most a GPU machine of ours takes along).
 """
 import argparse
 import email.parser
@@ -100,6 +100,14 @@ def wheel_requirements(wheel: Path) -> List[Requirement]:
     return [Requirement(r) for r in message.get_all("Requires-Dist") or []]
 
 
+def pinned_spec(requirement: Requirement, installed: Dict[str, str]) -> str:
+    """``requirement`` at the running environment's version where it has one that satisfies it."""
+    version = installed.get(canonicalize_name(requirement.name))
+    if version and requirement.specifier.contains(version, prereleases=True):
+        return f"{requirement.name}=={version}"
+    return f"{requirement.name}{requirement.specifier}"
+
+
 def pip(*args: str):
     subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args], check=True)
 
@@ -162,20 +170,12 @@ def build(out: Path, python_version: str, platforms: List[str], full: bool) -> d
 
     seen = set(bundler.files) | provided | set(left_out)
     level = [r for r in requirements(ROOT / "requirements.txt") if canonicalize_name(r.name) not in seen]
-    while level:
-        specs = []
-        for requirement in level:
-            name = canonicalize_name(requirement.name)
-            seen.add(name)
-            pinned = installed.get(name)
-            exact = requirement.specifier.contains(pinned, prereleases=True) if pinned else False
-            specs.append(f"{requirement.name}=={pinned}" if exact else f"{requirement.name}{requirement.specifier}")
-        bundler.download(specs)
-        level = []
-        for requirement in level_requirements(bundler, specs, environment):
-            if canonicalize_name(requirement.name) not in seen:
-                seen.add(canonicalize_name(requirement.name))
-                level.append(requirement)
+    while level:  # one pip call per level of the dependency tree
+        seen |= {canonicalize_name(r.name) for r in level}
+        bundler.download([pinned_spec(r, installed) for r in level])
+        needed = [r for name in sorted({canonicalize_name(r.name) for r in level})
+                  for r in wheel_requirements(bundler.files[name]) if applies(r, environment)]
+        level = list({canonicalize_name(r.name): r for r in needed if canonicalize_name(r.name) not in seen}.values())
 
     wheels = []
     for name, path in sorted(bundler.files.items()):
@@ -198,12 +198,6 @@ def build(out: Path, python_version: str, platforms: List[str], full: bool) -> d
         raise SystemExit(f"bundle: {total / 2**20:.1f} MiB of wheels, over the {LIMIT_BYTES // 2**20} MiB limit "
                          f"(largest, MiB: {largest})")
     return manifest
-
-
-def level_requirements(bundler: Bundler, specs: List[str], environment: Dict[str, str]) -> List[Requirement]:
-    """The requirements, for the target, of the wheels just downloaded for ``specs``."""
-    names = {canonicalize_name(Requirement(s).name) for s in specs}
-    return [r for name in sorted(names) for r in wheel_requirements(bundler.files[name]) if applies(r, environment)]
 
 
 def main(argv=None) -> int:

@@ -6,8 +6,8 @@ models, each bounded in time, all within a total budget. `bash tools/gpu_check.s
 
 Writes under OUT_DIR: environment.json (device, versions), cuda_tier.log and cuda_tier.xml
 (pytest), one JSON per benchmark (tools/benchmark.py's figures), gpu_check.log (every run's
-output) and summary.json (each step's status, seconds and main figures; also printed as a
-table). Benchmarks run in the order of RUNS; those that no longer fit the budget are listed as
+output) and summary.json (each step's status, seconds and main figures; also printed, a line
+per step). Benchmarks run in the order of RUNS; those that no longer fit the budget are listed as
 "not run". --dry-run does the same on the CPU with the tiny configs and sizes (for CI). Exits
 non-zero when the CUDA tier or a benchmark fails.
 """
@@ -31,10 +31,12 @@ import benchmark  # noqa: E402  (imported once: each run forks from this process
 ROOT = Path(__file__).resolve().parents[1]
 SED_B, SED_L = "configs/convnextB_768.yaml", "configs/convnextL_768.yaml"
 EOV_S, EOV_L = "configs/eov_seg/eov_seg_R50.yaml", "configs/eov_seg/eov_seg_convnext_l.yaml"
-TINY_CONFIGS = {SED_B: "configs/synthetic_tiny.yaml", SED_L: "configs/synthetic_tiny.yaml",
-                EOV_S: "configs/eov_seg/synthetic_tiny.yaml", EOV_L: "configs/eov_seg/synthetic_tiny.yaml"}
+FAMILY = {SED_B: "SED", SED_L: "SED", EOV_S: "EOV_SEG", EOV_L: "EOV_SEG"}
+NO_TEXT_CACHE = {"SED": ["MODEL.SEM_SEG_HEAD.TEXT_CACHE_DIR", ""], "EOV_SEG": ["MODEL.EOV_SEG.TEXT_CACHE_DIR", ""]}
+# --dry-run: each family's tiny config and training crop, and the values replacing the real ones
+TINY_CONFIG = {"SED": "configs/synthetic_tiny.yaml", "EOV_SEG": "configs/eov_seg/synthetic_tiny.yaml"}
+TINY_CROP = {"SED": ["INPUT.CROP.SIZE", "(64,64)"], "EOV_SEG": ["INPUT.IMAGE_SIZE", "64"]}
 DRY_RUN_VALUES = {("--vocabulary", v): "12" for v in ("ade150", "ade847", "coco")} | {("--dtype", "float16"): "bfloat16"}
-NO_TEXT_CACHE = {SED_B: ["MODEL.SEM_SEG_HEAD.TEXT_CACHE_DIR", ""], EOV_S: ["MODEL.EOV_SEG.TEXT_CACHE_DIR", ""]}
 
 
 @dataclass
@@ -53,10 +55,10 @@ class Run:
         12 classes, batches of at most 2, two timed iterations, and bfloat16 for float16 (which
         has no fast CPU kernels)."""
         args = [DRY_RUN_VALUES.get((a, b), b) if dry_run else b for a, b in zip(["", *self.args], self.args)]
-        config = TINY_CONFIGS[self.config] if dry_run else self.config
-        family = SED_B if self.config in (SED_B, SED_L) else EOV_S  # the key of NO_TEXT_CACHE
+        family = FAMILY[self.config]
+        config = TINY_CONFIG[family] if dry_run else self.config
         size = ["--image-size", "64"] if dry_run else (["--image-size", *map(str, self.image_size)] if self.image_size else [])
-        crop = (["INPUT.CROP.SIZE", "(64,64)"] if family == SED_B else ["INPUT.IMAGE_SIZE", "64"]) if dry_run else []
+        crop = TINY_CROP[family] if dry_run else []
         timing = ["--warmup", "1", "--iters", "2"] if dry_run else ["--warmup", "3", "--iters", "10"]
         batch = min(self.batch_size, 2) if dry_run else self.batch_size
         return ["--config-file", config, "--device", device, *size, "--batch-size", str(batch), *args, *timing,
