@@ -15,7 +15,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog, build_detection_train_loader, get_detection_dataset_dicts
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, defaults, launch
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, defaults
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -28,6 +28,7 @@ from sed.data.custom import CustomDatasetError, CustomSplit, resolve_custom_data
 from sed.data.evaluation import build_evaluators
 from sed.data.mapper import build_mapper
 from sed.data.sampler import ResumableTrainingSampler
+from sed.launch import launch
 from sed.vocabulary import load_class_names
 from sed.solver import build_optimizer
 from sed.train_loop import AccumulatingTrainer
@@ -280,11 +281,6 @@ def main(args):
         # Set by the final evaluation of DefaultTrainer's EvalHook (TEST.EVAL_PERIOD > 0).
         results = getattr(trainer, "_last_eval_results", None)
     report(cfg, results)
-    if comm.get_world_size() > 1:
-        # Every process leaves together and closes its process group: a gloo worker that
-        # exits while the others still talk aborts (SIGABRT) in the group's destructor.
-        comm.synchronize()
-        torch.distributed.destroy_process_group()
     return results
 
 

@@ -10,13 +10,13 @@ import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
 from detectron2.data.datasets import register_coco_panoptic
-from detectron2.engine import launch
 from detectron2.evaluation import COCOEvaluator, inference_on_dataset
 from detectron2.structures import Boxes, Instances
 from panopticapi.evaluation import pq_compute
 from PIL import Image
 
 from sed.data.panoptic_evaluation import InstanceSegEvaluator, PanopticEvaluator
+from sed.launch import launch
 
 CATEGORIES = [
     {"id": 1, "name": "person", "isthing": 1, "color": [220, 20, 60]},
