@@ -13,9 +13,11 @@ thing class (see :func:`parse_vocabulary_spec`).
 """
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import reduce
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -45,6 +47,18 @@ MARKERS = {"thing": True, "stuff": False}
 SET_VOCABULARY: Dict[str, Callable[[torch.nn.Module, Vocabulary], None]] = {
     "SED": lambda model, vocabulary: setattr(model, "test_class_names", list(vocabulary.names)),
     "EOV_SEG": lambda model, vocabulary: setattr(model, "test_vocabulary", vocabulary),
+}
+# Per model family: the vocabulary the model was built with (its config's test vocabulary).
+MODEL_VOCABULARY: Dict[str, Callable[[torch.nn.Module], Vocabulary]] = {
+    "SED": lambda model: Vocabulary(tuple(model.test_class_names), (False,) * len(model.test_class_names)),
+    "EOV_SEG": lambda model: model.test_vocabulary,
+}
+# Per model family: the inference settings one call may change (config key -> model attribute);
+# the rest of the config is fixed when the model is built.
+CALL_OPTIONS: Dict[str, Dict[str, str]] = {
+    "SED": {"TEST.FAST_INFERENCE": "fast_inference", "TEST.TOPK": "topk"},
+    "EOV_SEG": {"MODEL.EOV_SEG.TEST.OBJECT_MASK_THRESHOLD": "object_mask_threshold",
+                "MODEL.EOV_SEG.TEST.OVERLAP_THRESHOLD": "overlap_threshold"},
 }
 PREDICTOR_OPTS: Dict[str, List[str]] = {
     "SED": [],
@@ -89,23 +103,27 @@ def parse_entry(entry: str, source: str) -> Vocabulary:
     return Vocabulary((name.strip(),), (MARKERS[marker.strip()],))
 
 
-def parse_vocabulary_spec(spec: Union[str, Sequence[str]], family: str = "SED") -> Vocabulary:
+def parse_vocabulary_spec(spec: Union[str, Sequence[str]], family: str = "SED", *, files: bool = True) -> Vocabulary:
     """Classes with thing flags from a benchmark name of the model family (``ade150``,
     ``coco_panoptic``...), a file (JSON list of names and/or ``{"name", "isthing"}`` objects, or
     one class per line), or the entries themselves. Command-line entries and lines are "name"
-    (stuff), "name:thing" or "name:stuff"; ", " inside a name separates synonyms."""
+    (stuff), "name:thing" or "name:stuff"; ", " inside a name separates synonyms. With
+    ``files=False`` no file is read (a server parsing what a visitor typed): a single entry is
+    a benchmark name or a class."""
     entries = [spec] if isinstance(spec, str) else list(spec)
     source = "the vocabulary"
     if len(entries) == 1:
         only = entries[0]
+        is_file = files and os.path.isfile(only)
         if only in BENCHMARK_VOCABULARIES[family]:
             path = BENCHMARK_VOCABULARIES[family][only]
             return parse_vocabulary(json.loads(path.read_text(encoding="utf-8")), source=str(path))
         others = [f for f, names in BENCHMARK_VOCABULARIES.items() if only in names and f != family]
-        if others and not os.path.isfile(only):
+        if others and not is_file:
             raise ValueError(f"{only!r} is a benchmark vocabulary of {' / '.join(others)}; with {family} use one of "
-                             f"{', '.join(BENCHMARK_VOCABULARIES[family])}, class names or a file")
-        if os.path.isfile(only):
+                             f"{', '.join(BENCHMARK_VOCABULARIES[family])}"
+                             f"{', class names or a file' if files else ' or class names'}")
+        if is_file:
             source, text = repr(only), Path(only).read_text(encoding="utf-8")
             if text.lstrip().startswith("["):
                 try:
@@ -172,6 +190,7 @@ class SEDPredictor:
         if cfg.MODEL.WEIGHTS:
             DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
         self.resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+        self.default_vocabulary = MODEL_VOCABULARY[self.family](self.model)  # its config's test vocabulary
 
     @classmethod
     def from_config_file(cls, config_file: str, weights: str = "", opts: Sequence[str] = ()) -> "SEDPredictor":
@@ -181,12 +200,39 @@ class SEDPredictor:
         """``spec`` as a :class:`Vocabulary` (see :func:`parse_vocabulary_spec`)."""
         return spec if isinstance(spec, Vocabulary) else parse_vocabulary_spec(spec, self.family)
 
-    def __call__(self, image: np.ndarray, vocabulary: Union[str, Sequence[str], Vocabulary]) -> Segmentation:
-        return self.predict_batch([image], vocabulary)[0]
+    def __call__(self, image: np.ndarray, vocabulary: Union[str, Sequence[str], Vocabulary],
+                 options: Optional[Mapping[str, Any]] = None) -> Segmentation:
+        return self.predict_batch([image], vocabulary, options)[0]
+
+    @contextmanager
+    def call_options(self, options: Optional[Mapping[str, Any]]):
+        """Within the block, the model runs with ``options`` (config key -> value, keys of
+        ``CALL_OPTIONS`` of its family, values of the config value's type) instead of its
+        config's values."""
+        known = CALL_OPTIONS[self.family]
+        unknown = sorted(set(options or {}) - set(known))
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: not an option of a {self.family} call; "
+                             f"the options are {', '.join(known)} (others are set when the model is built)")
+        for key, value in (options or {}).items():
+            default = reduce(getattr, key.split("."), self.cfg)
+            accepted = (int, float) if isinstance(default, float) else type(default)
+            if not isinstance(value, accepted) or isinstance(value, bool) != isinstance(default, bool):
+                raise ValueError(f"{key} takes {type(default).__name__} values, not {value!r}")
+        saved = {key: getattr(self.model, attribute) for key, attribute in known.items()}
+        try:
+            for key, value in (options or {}).items():
+                setattr(self.model, known[key], value)
+            yield
+        finally:
+            for key, value in saved.items():
+                setattr(self.model, known[key], value)
 
     @torch.no_grad()
-    def predict_batch(self, images: Sequence[np.ndarray],
-                      vocabulary: Union[str, Sequence[str], Vocabulary]) -> List[Segmentation]:
+    def predict_batch(self, images: Sequence[np.ndarray], vocabulary: Union[str, Sequence[str], Vocabulary],
+                      options: Optional[Mapping[str, Any]] = None) -> List[Segmentation]:
+        """Segment ``images`` ((H, W, 3) uint8 RGB each) with ``vocabulary``; ``options``
+        (see :meth:`call_options`) change inference settings for this call only."""
         vocabulary = self.vocabulary(vocabulary)
         SET_VOCABULARY[self.family](self.model, vocabulary)
         inputs = []
@@ -194,8 +240,10 @@ class SEDPredictor:
             resized = self.resize.get_transform(image).apply_image(image)
             inputs.append({"image": torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))),
                            "height": image.shape[0], "width": image.shape[1]})
+        with self.call_options(options):
+            outputs = self.model(inputs)
         results = []
-        for out in self.model(inputs):
+        for out in outputs:
             probs = out["sem_seg"].float().cpu()
             panoptic = panoptic_result(*out["panoptic_seg"], probs) if "panoptic_seg" in out else None
             instances = out["instances"].to("cpu") if "instances" in out else None

@@ -43,6 +43,19 @@ def panoptic_overlay(image: np.ndarray, panoptic, class_names: Sequence[str], al
     return _with_legend(blended, pixel_classes.astype(np.int64), class_names, colours, max_entries)
 
 
+def highlight_segment(overlay: np.ndarray, ids: np.ndarray, segment_id: int, dim: float = 0.3) -> np.ndarray:
+    """``overlay`` (H, W + legend width, 3) RGB uint8 with the segment ``segment_id`` of ``ids``
+    (H, W) picked out: the rest of the picture darkened to ``dim`` of its brightness, the
+    segment outlined in yellow; the legend is kept as it is."""
+    height, width = ids.shape
+    mask = ids == segment_id
+    region = overlay[:height, :width].copy()
+    region[~mask] = (region[~mask] * dim).astype(np.uint8)
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(region, contours, -1, (255, 255, 0), max(1, min(height, width) // 150))
+    return np.concatenate([region, overlay[:height, width:]], axis=1)
+
+
 def class_colours(num_classes: int) -> np.ndarray:
     """(num_classes, 3) uint8 RGB, the first skipped (black)."""
     return np.array(palette(num_classes + 1)[1:], dtype=np.uint8)

@@ -70,6 +70,28 @@ def test_predictor_swaps_vocabularies_without_rebuilding(weights):
     assert torch.allclose(swapped.probabilities.flip(0), first.probabilities, atol=1e-5)
 
 
+def test_predictor_call_options_hold_for_one_call(weights, monkeypatch):
+    from sed import SEDPredictor
+
+    config = str(ROOT / "configs" / "synthetic_tiny.yaml")
+    plain = SEDPredictor.from_config_file(config, weights=str(weights), opts=TINY)
+    fast = SEDPredictor.from_config_file(config, weights=str(weights),
+                                         opts=[*TINY, "TEST.FAST_INFERENCE", "True", "TEST.TOPK", "1"])
+    image = np.random.default_rng(2).integers(0, 256, (90, 110, 3), dtype=np.uint8)
+    names = ["red circle", "green square", "blue triangle", "sky", "grass"]
+    topks, forward_fast = [], plain.model.decoder.forward_fast
+    monkeypatch.setattr(plain.model.decoder, "forward_fast", lambda *args: topks.append(args[-1]) or forward_fast(*args))
+    once = plain(image, names, {"TEST.FAST_INFERENCE": True, "TEST.TOPK": 1})
+    assert topks == [1] and torch.equal(once.probabilities, fast(image, names).probabilities)
+    plain(image, names)
+    assert topks == [1] and plain.model.fast_inference is False and plain.model.topk == 8  # for that call only
+    with pytest.raises(ValueError, match="TEST.TOPK takes int values, not 1.5"):
+        plain(image, names, {"TEST.TOPK": 1.5})
+    with pytest.raises(ValueError, match="MODEL.EOV_SEG.TEST.OVERLAP_THRESHOLD: not an option of a SED call"):
+        plain(image, names, {"MODEL.EOV_SEG.TEST.OVERLAP_THRESHOLD": 0.5})
+    assert plain.default_vocabulary.names == tuple(json.loads((ROOT / "datasets" / "synthetic.json").read_text()))
+
+
 def test_benchmark_writes_its_figures(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run(

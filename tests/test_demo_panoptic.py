@@ -11,8 +11,12 @@ import torch
 from PIL import Image
 
 from conftest import ROOT
+from detectron2.structures import Instances
+
 from sed import Panoptic, PanopticSegment, SEDPredictor, parse_vocabulary_spec, resolve_vocabulary
-from sed.visualization import class_colours, panoptic_overlay
+from sed.outputs import check_task, class_regions, instance_segments, write_panoptic
+from sed.predictor import Segmentation
+from sed.visualization import class_colours, highlight_segment, panoptic_overlay
 from sed.vocabulary import Vocabulary
 
 EOV_TINY = str(ROOT / "configs" / "eov_seg" / "synthetic_tiny.yaml")
@@ -41,6 +45,15 @@ def test_benchmark_names_resolve_to_the_model_familys_vocabulary():
     assert resolve_vocabulary("ade150")[0] == json.loads((ROOT / "datasets" / "ade150.json").read_text())[0]
     with pytest.raises(ValueError, match="'coco_panoptic' is a benchmark vocabulary of EOV_SEG; with SED use one of ade150"):
         parse_vocabulary_spec("coco_panoptic", "SED")
+
+
+def test_a_server_reads_no_file_named_in_a_vocabulary(tmp_path):
+    classes = tmp_path / "classes.txt"
+    classes.write_text("cat\ndog\n")
+    assert parse_vocabulary_spec([str(classes)], files=False) == Vocabulary((str(classes),), (False,))
+    assert len(parse_vocabulary_spec(["ade150"], files=False)) == 150
+    with pytest.raises(ValueError, match="with SED use one of ade150, .*, coco or class names$"):
+        parse_vocabulary_spec(["coco_panoptic"], files=False)
 
 
 @pytest.mark.parametrize("entries, message", [
@@ -90,9 +103,6 @@ def test_panoptic_overlay_colours_segments_outlines_things_and_lists_classes():
 
 
 def test_panoptic_files_open_as_coco_panoptic(tmp_path):
-    sys.path.insert(0, str(ROOT / "tools"))
-    from demo import write_panoptic
-
     ids, panoptic = crafted_panoptic()
     panoptic.ids[0, 0] = 70000
     panoptic.segments.append(PanopticSegment(70000, 1, True, 0.6, 1))
@@ -106,6 +116,50 @@ def test_panoptic_files_open_as_coco_panoptic(tmp_path):
     assert first == {"id": 1, "category_id": 0, "isthing": 1, "iscrowd": 0, "score": 0.9, "area": 100,
                      "bbox": [5, 5, 10, 10]}
     assert document["categories"][2] == {"id": 2, "name": "sky", "isthing": 0}
+
+
+def test_instance_segments_keep_confident_instances_without_overlaps():
+    masks = torch.zeros(4, 20, 30)
+    masks[0, :10, :10] = 1  # score 0.6
+    masks[1, 5:15, 5:15] = 1  # score 0.9: on top where the two overlap
+    masks[2, 5:8, 5:8] = 1  # score 0.7, inside the 0.9 instance: no pixel left
+    masks[3, 15:, 20:] = 1  # score 0.2: below the threshold
+    instances = Instances((20, 30), pred_masks=masks, scores=torch.tensor([0.6, 0.9, 0.7, 0.2]),
+                          pred_classes=torch.tensor([0, 1, 1, 0]))
+    result = Segmentation(np.zeros((20, 30), np.int64), torch.zeros(3, 20, 30), ["cat", "dog", "sky"],
+                          [True, True, False], instances=instances)
+    segments = instance_segments(result, 0.5)
+    assert [(s.id, s.category_id, s.isthing, s.area) for s in segments.segments] == [(1, 1, True, 100), (2, 0, True, 75)]
+    assert [round(s.score, 6) for s in segments.segments] == [0.9, 0.6]
+    assert (segments.ids[5:15, 5:15] == 1).all() and segments.ids[0, 0] == 2 and segments.ids[19, 29] == 0
+    assert len(instance_segments(result, 0.1).segments) == 3
+
+
+def test_class_regions_are_the_semantic_segments():
+    labels = np.zeros((10, 10), np.int64)
+    labels[:, 6:] = 2
+    probabilities = torch.full((3, 10, 10), 0.1)
+    probabilities[0, :, :6], probabilities[2, :, 6:] = 0.3, 0.8
+    regions = class_regions(Segmentation(labels, probabilities, ["sky", "cat", "grass"], [False, True, False]))
+    assert np.array_equal(regions.ids, labels + 1)
+    assert [(s.id, s.category_id, s.isthing, s.area) for s in regions.segments] == [(1, 0, False, 60), (3, 2, False, 40)]
+    assert [round(s.score, 6) for s in regions.segments] == [0.6, 0.8]  # the class's share of its pixels' scores
+
+
+def test_highlight_darkens_all_but_the_segment_and_keeps_the_legend():
+    ids, panoptic = crafted_panoptic()
+    overlay = panoptic_overlay(np.full((40, 60, 3), 128, np.uint8), panoptic, ["cat", "dog", "sky"])
+    picked = highlight_segment(overlay, ids, 3)
+    assert picked.shape == overlay.shape and np.array_equal(picked[:, 60:], overlay[:, 60:])
+    assert np.array_equal(picked[30, 50], overlay[30, 50])  # inside stuff segment 3
+    assert (picked[2, 2] < overlay[2, 2]).all()  # elsewhere darker
+    assert ((picked[:, :60] == (255, 255, 0)).all(-1) & (ids == 3)).any()  # outlined in yellow
+
+
+def test_tasks_per_model():
+    check_task("instance", "EOV_SEG")
+    with pytest.raises(ValueError, match="SED shows semantic segmentation, not 'panoptic'; panoptic and instance"):
+        check_task("panoptic", "SED")
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,14 @@ and score), NAME_labels.png (class index per pixel) with NAME_classes.json (inde
 with --save-probabilities NAME_probs.npy (T, H, W) float32, and with EOV-Seg the panoptic
 result in COCO panoptic format: NAME_panoptic.png (segment id = R + 256 G + 65536 B) and
 NAME_panoptic.json (segments with category_id = class index, isthing, score, area, bbox).
+With EOV-Seg, --task semantic writes SED's outputs (a class per pixel) and --task instance the
+thing instances scoring at least --confidence-threshold (default 0.5), a pixel going to the
+highest-scoring one, in the panoptic files and overlay.
 A video gives the same per frame and NAME_overlay.mp4 at the source frame rate. NAME is the file
 name without extension, or, where inputs share it, its path below their common folder.
 """
 import argparse
 import glob
-import json
 import logging
 import os
 import sys
@@ -29,13 +31,11 @@ from pathlib import Path
 from typing import Dict, List
 
 import cv2
-import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from sed import SEDPredictor
-from sed.predictor import Panoptic, load_config, parse_vocabulary_spec
-from sed.visualization import overlay_with_legend, panoptic_overlay
+from sed.outputs import DEFAULT_CONFIDENCE_THRESHOLD, TASKS, check_task, read_image, write_outputs
+from sed.predictor import load_config, parse_vocabulary_spec
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
@@ -51,6 +51,11 @@ def parse_args(argv=None):
     parser.add_argument("--vocabulary", nargs="+", required=True)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--save-probabilities", action="store_true")
+    parser.add_argument("--task", choices=sorted({t for tasks in TASKS.values() for t in tasks}),
+                        help="what to show and write (EOV-Seg: panoptic (default), semantic or instance; "
+                             "SED: semantic)")
+    parser.add_argument("--confidence-threshold", type=float, default=DEFAULT_CONFIDENCE_THRESHOLD,
+                        help="instance task: the lowest instance score shown")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
     return parser.parse_args(argv)
 
@@ -86,13 +91,6 @@ def output_names(files: List[Path]) -> Dict[Path, str]:
     return {p: n if repeated[n] == 1 else f"{n}_{p.suffix.lstrip('.')}" for p, n in names.items()}
 
 
-def read_image(path: Path):
-    """(H, W, 3) RGB uint8, or None if unreadable. OpenCV applies the EXIF orientation, turns
-    greyscale into RGB, drops an alpha channel and scales 16 bits to 8."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def frames(path: Path):
     """(index, RGB frame) of a video."""
     capture = cv2.VideoCapture(str(path))
@@ -113,46 +111,15 @@ def frame_rate(path: Path) -> float:
     return fps if fps > 0 else DEFAULT_FPS
 
 
-def write_panoptic(out_dir: Path, name: str, panoptic: Panoptic, class_names: List[str], isthing: List[bool]):
-    """NAME_panoptic.png (ids as R + 256 G + 65536 B) and NAME_panoptic.json, as COCO panoptic
-    predictions (category ids are class indices)."""
-    ids = panoptic.ids.astype(np.uint32)
-    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
-    Image.fromarray(rgb).save(out_dir / f"{name}_panoptic.png")
-    segments = []
-    for s in panoptic.segments:
-        ys, xs = np.nonzero(panoptic.ids == s.id)
-        bbox = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
-        segments.append({"id": s.id, "category_id": s.category_id, "isthing": int(s.isthing), "iscrowd": 0,
-                         "score": round(s.score, 4), "area": s.area, "bbox": bbox})
-    document = {"annotations": [{"image_id": name, "file_name": f"{name}_panoptic.png", "segments_info": segments}],
-                "categories": [{"id": i, "name": n, "isthing": int(t)} for i, (n, t) in enumerate(zip(class_names, isthing))]}
-    (out_dir / f"{name}_panoptic.json").write_text(json.dumps(document, indent=1, ensure_ascii=False))
-
-
-def write_outputs(out_dir: Path, name: str, image, result, save_probabilities: bool):
-    """Every output file of one image; returns its overlay (RGB)."""
-    if result.panoptic is None:
-        overlay = overlay_with_legend(image, result.labels, result.class_names)
-    else:
-        overlay = panoptic_overlay(image, result.panoptic, result.class_names)
-        write_panoptic(out_dir, name, result.panoptic, result.class_names, result.isthing)
-    cv2.imwrite(str(out_dir / f"{name}_overlay.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
-    dtype = np.uint8 if len(result.class_names) <= 256 else np.uint16
-    cv2.imwrite(str(out_dir / f"{name}_labels.png"), result.labels.astype(dtype))
-    table = {str(i): n for i, n in enumerate(result.class_names)}
-    (out_dir / f"{name}_classes.json").write_text(json.dumps(table, indent=1, ensure_ascii=False))
-    if save_probabilities:
-        np.save(out_dir / f"{name}_probs.npy", result.probabilities.numpy())
-    return overlay
-
-
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = parse_args(argv)
     cfg = load_config(args.config_file, opts=args.opts)
+    family = cfg.MODEL.META_ARCHITECTURE
+    task = args.task or TASKS[family][0]
     try:
-        vocabulary = parse_vocabulary_spec(args.vocabulary, cfg.MODEL.META_ARCHITECTURE)
+        check_task(task, family)
+        vocabulary = parse_vocabulary_spec(args.vocabulary, family)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -179,7 +146,8 @@ def main(argv=None) -> int:
                 batch.append((names[path], image))
         if batch:
             for (name, image), result in zip(batch, predictor.predict_batch([b[1] for b in batch], vocabulary)):
-                write_outputs(out_dir, name, image, result, args.save_probabilities)
+                write_outputs(out_dir, name, image, result, task=task, confidence_threshold=args.confidence_threshold,
+                              save_probabilities=args.save_probabilities)
                 written += 1
         progress.update(len(images[start : start + args.batch_size]))
     progress.close()
@@ -187,7 +155,9 @@ def main(argv=None) -> int:
         writer = None
         for index, frame in tqdm(frames(video), desc=video.name, unit="frame"):
             name = f"{names[video]}_{index:06d}"
-            overlay = write_outputs(out_dir, name, frame, predictor(frame, vocabulary), args.save_probabilities)
+            overlay = write_outputs(out_dir, name, frame, predictor(frame, vocabulary), task=task,
+                                    confidence_threshold=args.confidence_threshold,
+                                    save_probabilities=args.save_probabilities).overlay
             if writer is None:
                 size = overlay.shape[1::-1]
                 writer = cv2.VideoWriter(str(out_dir / f"{names[video]}_overlay.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
