@@ -6,9 +6,9 @@
 #   bash tools/install.sh --from-bundle DIR [--target SITE]  # no network
 #
 # The first form creates (or refreshes) `.venv` with the pinned stack of requirements.txt,
-# detectron2 and this project (editable). Re-running is fast: nothing is done while
-# requirements.txt, requirements-nodeps.txt, setup.py and this script are unchanged since the
-# last successful run.
+# detectron2 and this project (editable) with its optional extras (ONNX export: `export`).
+# Re-running is fast: nothing is done while requirements.txt, requirements-nodeps.txt, setup.py
+# and this script are unchanged since the last successful run.
 # --bundle downloads into DIR every wheel the project needs beyond PyTorch, for a Python version
 # and platform (default CPython 3.12, manylinux x86-64), with DIR/manifest.json (tools/bundle.py).
 # --from-bundle installs those wheels with pip --no-index onto the interpreter $PYTHON (default
@@ -136,7 +136,9 @@ if ! "$VENV/bin/python" -c "import detectron2" 2>/dev/null; then
 fi
 "${PIP[@]}" install -q --no-deps $(grep -v -e '^#' -e '^sal-detectron2==' "$ROOT/requirements-nodeps.txt")
 
-"${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
+# The project (editable) with its optional extras (setup.py), so that the suite tests them;
+# the core pins as constraints: the extras never change them.
+"${PIP[@]}" install -q --no-build-isolation -c "$ROOT/requirements.txt" -e "$ROOT[export]"
 
 verify "$VENV/bin/python"
 echo "$WANT" > "$STAMP"
