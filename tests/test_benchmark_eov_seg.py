@@ -8,7 +8,7 @@ import torch
 from detectron2.modeling import build_model
 
 from conftest import ROOT
-from sed.modeling.eov_seg.text_classifier import TextClassifier
+from sed.modeling.eov_seg.text_classifier import TextClassifier, names_index
 from sed.predictor import load_config
 
 EOV_TINY = str(ROOT / "configs" / "eov_seg" / "synthetic_tiny.yaml")
@@ -60,7 +60,7 @@ def test_benchmark_measures_eov_seg_training_steps(tmp_path):
 def test_class_logits_stay_float32_under_autocast():
     torch.manual_seed(0)
     names = torch.nn.functional.normalize(torch.randn(5, 16), dim=-1)
-    classifier = TextClassifier(names, torch.randn(1, 16), [2, 1, 2])
+    classifier = TextClassifier(names, torch.randn(1, 16), names_index([2, 1, 2]))
     embeddings, scale = torch.randn(3, 7, 16), torch.tensor(4.6)
     full = classifier.logits(embeddings, scale)
     with torch.autocast("cpu", dtype=torch.bfloat16):

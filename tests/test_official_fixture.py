@@ -9,9 +9,9 @@ from detectron2.modeling import build_model
 from conftest import FIXTURE, make_cfg, require_fixture
 
 
-def build(pooling, *opts):
+def fixture_cfg(pooling, *opts):
     require_fixture()
-    cfg = make_cfg(
+    return make_cfg(
         "MODEL.ENC.CLIP_MODEL_NAME", str(FIXTURE / "sedtest_tiny.json"),
         "MODEL.ENC.CLIP_PRETRAINED_WEIGHTS", "laion_aesthetic_s13b_b82k",  # never used: WEIGHTS set
         "MODEL.SEM_SEG_HEAD.TRAIN_CLASS_JSON", str(FIXTURE / "train_classes.json"),
@@ -20,6 +20,10 @@ def build(pooling, *opts):
         "MODEL.WEIGHTS", str(FIXTURE / "model_final.pth"),
         *opts,
     )
+
+
+def build(pooling, *opts):
+    cfg = fixture_cfg(pooling, *opts)
     model = build_model(cfg)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     return model

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from conftest import ROOT, tiny_model
 from sed.clip import text
 from sed.clip.builder import create_clip_model
-from sed.clip.text import (PROMPT_TEMPLATES, ClassEmbeddingCache, encode_after_prefix, encode_normalised,
-                           encode_prompts, shared_prefix_length, shares_prefixes)
+from sed.clip.text import (PROMPT_TEMPLATES, ClassEmbeddingCache, clip_prompt_encoder, encode_after_prefix,
+                           encode_normalised, encode_prompts, shared_prefix_length, shares_prefixes)
 
 
 def test_truncated_context_equals_full_context():
@@ -38,7 +38,8 @@ def test_a_shared_prefix_runs_once_with_the_same_embeddings(monkeypatch):
         assert torch.allclose(encode_after_prefix(clip, tokens, 1), full, atol=1e-5)
         # Mixed templates and lengths, in calls of one length, back in the given order.
         mixed = tokenizer([t.format(n) for t in PROMPT_TEMPLATES["vild"][:3] for n in ("cat", "fire hydrant", "sky")])
-        assert torch.allclose(encode_normalised(clip, mixed), F.normalize(clip.encode_text(mixed), dim=-1), atol=1e-5)
+        assert torch.allclose(encode_normalised(clip_prompt_encoder(clip), mixed),
+                              F.normalize(clip.encode_text(mixed), dim=-1), atol=1e-5)
     # One name per template and class: the cache's order is the ensemble's, whatever the grouping.
     cache = ClassEmbeddingCache(model_name="RN50", templates=PROMPT_TEMPLATES["vild"][:3], cache_dir="",
                                 ensemble="per_name")
@@ -50,7 +51,8 @@ def test_a_shared_prefix_runs_once_with_the_same_embeddings(monkeypatch):
     calls = []
     monkeypatch.setattr(text, "encode_after_prefix",
                         lambda clip, tokens, prefix: calls.append((tokens, prefix)) or torch.ones(len(tokens), 32))
-    encode_normalised(clip, tokenizer(["There is a small dog", "There is a small fire hydrant", "There is a small cat"]))
+    encode_normalised(clip_prompt_encoder(clip),
+                      tokenizer(["There is a small dog", "There is a small fire hydrant", "There is a small cat"]))
     assert [(t.argmax(dim=-1).tolist(), p) for t, p in calls] == [([6, 6], 5), ([8], 8)]
 
 

@@ -9,6 +9,8 @@
     python tools/benchmark.py --config-file configs/eov_seg/eov_seg_R50.yaml --train --dtype float16
     python tools/benchmark.py --config-file configs/convnextB_768.yaml --vocabulary pc459 \\
         --random-text-embeddings --fast --ranked-rejection --topk 8 32 128 459 --plot curve.png
+    python tools/benchmark.py --config-file configs/eov_seg/eov_seg_R50.yaml --random-text-embeddings \\
+        --onnx eov_seg.onnx
 
 Inference: warm-up, then timed iterations (the device synchronised) on random images of
 --image-size (one value: square; two: height and width; default: SED's 768x768 CLIP input,
@@ -26,6 +28,14 @@ the training loop's own step, --dtype its autocast type, float16 with the gradie
 peak over all steps, which includes the optimizer state, and that of the first step);
 --text-only just the text embeddings (prompts and prompts/s). Prints the figures and writes
 them as JSON (--output).
+
+--onnx FILE (a tools/export.py export of the same config and weights; random weights: both
+tools use seed 0) also runs the file with onnxruntime (CPU, or CUDA where onnxruntime has it)
+on the same images and vocabulary, interleaved with PyTorch (one PyTorch pass, then one
+onnxruntime pass, per iteration), from the uint8 image to the outputs the PyTorch model
+gives (sed.deploy: pre-processing, the graph, EOV-Seg's post-processing in NumPy, the same
+outputs switched on): its figures are under "onnxruntime", with how far its outputs are from
+PyTorch's (peak memory is that of the process, both runtimes together).
 
 Several --topk values (SED) measure the early-rejection curve: plain inference, then each TOPK,
 as a list under "curve" (and a picture with --plot). Random weights rank classes at random and
@@ -131,6 +141,7 @@ def parse_args(argv=None):
     parser.add_argument("--train", action="store_true", help="measure training iterations instead")
     parser.add_argument("--text-only", action="store_true",
                         help="only the vocabulary's text embeddings (cold: give an empty TEXT_CACHE_DIR)")
+    parser.add_argument("--onnx", default="", help="exported model (tools/export.py) timed against PyTorch")
     parser.add_argument("--output", default="", help="JSON file for the results")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args(argv)
@@ -140,6 +151,10 @@ def parse_args(argv=None):
         parser.error("--plot draws the early-rejection curve: give several --topk values")
     if args.image_size and len(args.image_size) > 2:
         parser.error("--image-size takes a side or a height and a width")
+    if args.onnx and (args.train or args.text_only or len(args.topk) > 1 or args.batch_size != 1
+                      or args.dtype != "float32"):
+        parser.error("--onnx times float32 inference of one image at a time (no --train, --text-only, curve, "
+                     "--batch-size or --dtype)")
     return args
 
 
@@ -322,6 +337,48 @@ def plot_curve(curve, path: str, title: str):
     plt.close(fig)
 
 
+def time_against_onnxruntime(model, image: torch.Tensor, vocabulary: Vocabulary, path: str, device,
+                             warmup: int, iters: int) -> dict:
+    """PyTorch and the exported ``path`` (``sed.deploy.ExportedModel``) on ``image`` (uint8
+    (3, H, W)), interleaved: PyTorch's figures, and the file's under "onnxruntime"."""
+    from sed.deploy import ExportedModel
+
+    exported = ExportedModel(path, threads=torch.get_num_threads())
+    meta = exported.metadata
+    if meta["family"] != type(model).__name__:
+        raise SystemExit(f"benchmark.py: {path} is a {meta['family']} export, the config a {type(model).__name__}")
+    if meta["family"] == "SED" and meta["fast_inference"] != model.fast_inference:
+        match = "give --fast (and its --topk)" if meta["fast_inference"] else "drop --fast"
+        raise SystemExit(f"benchmark.py: {path} was exported with TEST.FAST_INFERENCE {meta['fast_inference']}: "
+                         f"{match} to match it")
+    names = list(vocabulary.names)
+    embeddings = model.text_embeddings(names).cpu().numpy()
+    hwc = image.permute(1, 2, 0).numpy()
+    switches = {k: getattr(model, k) for k in ("semantic_on", "panoptic_on", "instance_on") if hasattr(model, k)}
+    inputs, outs, times = [{"image": image}], {}, {"pytorch": [], "onnxruntime": []}
+    steps = {"pytorch": lambda: outs.__setitem__("pytorch", model(inputs)[0]),
+             "onnxruntime": lambda: outs.__setitem__("onnxruntime", exported(hwc, vocabulary, embeddings, resize=False,
+                                                                              **switches))}
+    with torch.no_grad():
+        for i in range(warmup + iters):
+            for name, step in steps.items():
+                elapsed = timed(step, device, 0, 1)
+                if i >= warmup:
+                    times[name] += elapsed
+    import onnxruntime
+
+    ours, theirs = outs["pytorch"], outs["onnxruntime"]
+    figures = {"file": path, "version": onnxruntime.__version__, "providers": exported.session.get_providers(),
+               **per_image_figures(times["onnxruntime"], 1)}
+    if "sem_seg" in ours:
+        difference = torch.from_numpy(theirs["sem_seg"]) - ours["sem_seg"].cpu()
+        figures["max_abs_difference_sem_seg"] = float(difference.abs().max())
+    if "panoptic_seg" in ours:
+        figures["panoptic_ids_equal_share"] = float(
+            (torch.from_numpy(theirs["panoptic_seg"][0]) == ours["panoptic_seg"][0].cpu()).float().mean())
+    return {**per_image_figures(times["pytorch"], 1), "interleaved_with_onnxruntime": True, "onnxruntime": figures}
+
+
 class ImageToSemSeg(torch.nn.Module):
     """(B, 3, H, W) images -> (B, T, H, W) semantic scores, for fvcore's tracer (EOV-Seg: the
     semantic output on, the others off: their post-processing is data-dependent Python)."""
@@ -425,6 +482,8 @@ def main(argv=None) -> int:
         if args.plot:
             where = results["device_name"] if device.type == "cuda" else f"CPU, {results['cpu_threads']} threads"
             plot_curve(curve, args.plot, f"SED, {len(names)} classes, {size[0]}x{size[1]}px, {where}, {args.dtype}")
+    elif args.onnx:
+        results.update(time_against_onnxruntime(model, images[0], classes, args.onnx, device, args.warmup, args.iters))
     else:
         results.update(time_inference(model, images, device, args.warmup, args.iters, family.early_rejection))
         if amp is not None:

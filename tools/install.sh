@@ -7,7 +7,7 @@
 #
 # The first form creates (or refreshes) `.venv` with the pinned stack of requirements.txt,
 # detectron2 and this project (editable) with its optional extras (setup.py's extras_require:
-# the web demo and its browser test). Re-running is fast: nothing is done while
+# ONNX export, the web demo and its browser test). Re-running is fast: nothing is done while
 # requirements.txt, requirements-nodeps.txt, setup.py and this script are unchanged since the
 # last successful run.
 # --bundle downloads into DIR every wheel the project needs beyond PyTorch, for a Python version
@@ -137,10 +137,9 @@ if ! "$VENV/bin/python" -c "import detectron2" 2>/dev/null; then
 fi
 "${PIP[@]}" install -q --no-deps $(grep -v -e '^#' -e '^sal-detectron2==' "$ROOT/requirements-nodeps.txt")
 
-"${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
-# The optional extras (setup.py), so that the test suite tests them; requirements.txt as
-# constraints keeps every core pin as it is.
-"${PIP[@]}" install -q --no-build-isolation -c "$ROOT/requirements.txt" -e "$ROOT[web,web-test]"
+# The project (editable) with its optional extras (setup.py), so that the suite tests them;
+# the core pins as constraints: the extras never change them.
+"${PIP[@]}" install -q --no-build-isolation -c "$ROOT/requirements.txt" -e "$ROOT[export,web,web-test]"
 
 verify "$VENV/bin/python"
 echo "$WANT" > "$STAMP"

@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import open_clip
 import torch
@@ -114,9 +114,21 @@ def encode_prompts(clip_model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     if not hasattr(clip_model, "token_embedding"):
         return clip_model.encode_text(tokens)
     length = int(tokens.argmax(dim=-1).max()) + 1
-    tokens = tokens[:, :length]
+    return encode_tokens(clip_model, tokens[:, :length])
+
+
+def encode_tokens(clip_model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """The text tower on (N, L) token ids, L at most its context length, end-of-text being the
+    largest id of each row -> (N, C) text embeddings (not normalised). No step depends on the
+    tokens' values, so it exports to a graph for any N and L."""
+    if not hasattr(clip_model, "token_embedding"):
+        return clip_model.encode_text(tokens)
+    length = tokens.shape[1]
     x = clip_model.token_embedding(tokens) + clip_model.positional_embedding[:length]
-    x = clip_model.transformer(x, attn_mask=clip_model.attn_mask[:length, :length])
+    # The causal mask of ``length`` tokens (open_clip's, made anew: a slice of the stored one
+    # would tie an exported graph to one length).
+    mask = torch.full((length, length), float("-inf"), device=x.device).triu(1)
+    x = clip_model.transformer(x, attn_mask=mask if clip_model.attn_mask is not None else None)
     x = clip_model.ln_final(x)
     x = text_global_pool(x, tokens, clip_model.text_pool_type)
     return project_text(clip_model, x)
@@ -188,24 +200,34 @@ def encode_after_prefix(clip_model: nn.Module, tokens: torch.Tensor, prefix_leng
     return project_text(clip_model, clip_model.ln_final(x))
 
 
-def encode_normalised(clip_model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+def clip_prompt_encoder(clip_model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The encoder of :func:`encode_normalised` for an open_clip model: where the text tower
+    allows, the start a call's prompts share (a template's) runs once (:func:`encode_after_prefix`),
+    else :func:`encode_prompts`."""
+    device = clip_model.token_embedding.weight.device
+    if shares_prefixes(clip_model):
+        return lambda tokens: encode_after_prefix(clip_model, tokens.to(device), shared_prefix_length(tokens))
+    return lambda tokens: encode_prompts(clip_model, tokens.to(device))
+
+
+def encode_normalised(encode: Callable[[torch.Tensor], torch.Tensor], tokens: torch.Tensor) -> torch.Tensor:
     """(N, L) tokenised prompts -> (N, C) L2-normalised float32 embeddings.
 
     Prompts of the same length are encoded together, at most ``PROMPTS_PER_CALL`` per call, so
-    every call's context ends at its end-of-text token with no padding; where the text tower
-    allows, the start its prompts share (a template's) runs once (:func:`encode_after_prefix`).
+    every call's context ends at its end-of-text token with no padding.
+
+    Args:
+        encode: (n, L) token ids of prompts of one length -> (n, C) embeddings, e.g.
+            :func:`clip_prompt_encoder`, or an exported text tower run by onnxruntime.
     """
     lengths = tokens.argmax(dim=-1)
-    prefixes = shares_prefixes(clip_model)
     rows, encoded = [], []
     for length in lengths.unique():
         same_length = (lengths == length).nonzero().squeeze(1)
         for index in same_length.split(PROMPTS_PER_CALL):
-            chunk = tokens[index]
-            x = encode_after_prefix(clip_model, chunk, shared_prefix_length(chunk)) if prefixes else encode_prompts(clip_model, chunk)
             rows.append(index)
-            encoded.append(F.normalize(x.float(), dim=-1))
-    return torch.cat(encoded)[torch.cat(rows).argsort()]
+            encoded.append(F.normalize(encode(tokens[index]).float(), dim=-1))
+    return torch.cat(encoded)[torch.cat(rows).argsort().to(encoded[0].device)]
 
 
 class ClassEmbeddingCache:
@@ -217,13 +239,14 @@ class ClassEmbeddingCache:
     """
 
     def __init__(self, *, model_name: str, templates: Sequence[str], cache_dir: str,
-                 ensemble: str = "per_template"):
+                 ensemble: str = "per_template", tokenizer: Optional[Callable[[List[str]], torch.Tensor]] = None):
         """
         Args:
             model_name: open_clip name of the model (its tokenizer, and part of the disk key).
             templates: prompt templates, "{}" standing for a name.
             cache_dir: folder of the disk cache ("" for memory only).
             ensemble: a key of ``PROMPT_ENSEMBLES``.
+            tokenizer: prompts -> (N, L) token ids (default: open_clip's for ``model_name``).
         """
         if ensemble not in PROMPT_ENSEMBLES:
             raise ValueError(f"Unknown prompt ensemble {ensemble!r}; choose one of {sorted(PROMPT_ENSEMBLES)}")
@@ -232,7 +255,7 @@ class ClassEmbeddingCache:
         self.ensemble_name = ensemble
         self.ensemble = PROMPT_ENSEMBLES[ensemble]
         self.cache_dir = os.path.expanduser(cache_dir) if cache_dir else ""
-        self.tokenizer = open_clip.get_tokenizer(model_name)
+        self.tokenizer = tokenizer or open_clip.get_tokenizer(model_name)
         self._memory: Dict[Tuple[str, ...], torch.Tensor] = {}
         self._weights_digest: Optional[str] = None
 
@@ -298,18 +321,20 @@ class ClassEmbeddingCache:
         (the embeddings are cached, whatever precision later uses them)."""
         device = clip_model.token_embedding.weight.device
         with torch.autocast(device.type, enabled=False):
-            return self._compute(clip_model, names, device)
+            return self.compute_with(clip_prompt_encoder(clip_model), names)
 
-    def _compute(self, clip_model: nn.Module, names: Sequence[str], device: torch.device) -> torch.Tensor:
+    def compute_with(self, encode: Callable[[torch.Tensor], torch.Tensor], names: Sequence[str]) -> torch.Tensor:
+        """The embeddings of ``names``, as :meth:`get` gives them, with the prompts encoded by
+        ``encode`` (see :func:`encode_normalised`; e.g. an exported text tower); not cached."""
         synonyms = [self.ensemble.split(name) for name in names]
         unique_names = list(dict.fromkeys(s for syn in synonyms for s in syn))
-        # A template's prompts are encoded together: they share its start (encode_normalised).
+        # A template's prompts are encoded together: they share its start (clip_prompt_encoder).
         encoded: Dict[str, torch.Tensor] = {}
         for template in tqdm(self.templates, desc=f"Encoding {len(names)} class names", unit="template",
                              disable=len(self.templates) * len(unique_names) < 4 * PROMPTS_PER_CALL):
             prompts = [p for p in dict.fromkeys(template.format(s) for s in unique_names) if p not in encoded]
             if prompts:
-                encoded.update(zip(prompts, encode_normalised(clip_model, self.tokenizer(prompts).to(device))))
+                encoded.update(zip(prompts, encode_normalised(encode, self.tokenizer(prompts))))
         entries = []
         for syn in synonyms:
             embeddings = torch.stack([encoded[p] for p in self.ensemble.prompts(self.templates, syn)])

@@ -125,12 +125,15 @@ class ResNetCLIP(CNNCLIP):
             return x.unflatten(-1, (heads, c // heads)).transpose(1, 2)
 
         allowed = binary_masks(masks).flatten(2).bool()  # (B, N, hw)
+        empty = ~allowed.any(dim=-1, keepdim=True)
+        # An empty mask's query attends to every pixel (no row of -inf: NaN on some backends),
+        # then gets zeros.
         out = F.scaled_dot_product_attention(
             split(pool.q_proj(query)), split(pool.k_proj(keys)), split(pool.v_proj(keys)),
-            attn_mask=allowed.unsqueeze(1),
+            attn_mask=(allowed | empty).unsqueeze(1),
         )
         out = pool.c_proj(out.transpose(1, 2).flatten(2))
-        return out.masked_fill(~allowed.any(dim=-1, keepdim=True), 0.0)
+        return out.masked_fill(empty, 0.0)
 
 
 # open_clip image-tower type -> wrapper.

@@ -1,6 +1,6 @@
 """Inference: the geometric ensemble of in-vocabulary and CLIP predictions, then the
 semantic, panoptic and instance post-processings of one image's proposals."""
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -68,9 +68,8 @@ def panoptic_inference(class_logits: torch.Tensor, mask_logits: torch.Tensor, is
     scores, labels = scores[keep], labels[keep]
     height, width = mask_logits.shape[-2:]
     segments = torch.zeros((height, width), dtype=torch.int32, device=mask_logits.device)
-    info: List[Dict] = []
     if len(labels) == 0:
-        return segments, info
+        return segments, []
     kept = mask_logits if bool(keep.all()) else mask_logits[keep]
     owner = torch.empty((height, width), dtype=torch.long, device=mask_logits.device)
     owned = torch.empty((height, width), dtype=torch.bool, device=mask_logits.device)
@@ -88,10 +87,28 @@ def panoptic_inference(class_logits: torch.Tensor, mask_logits: torch.Tensor, is
     area = torch.bincount(owner.flatten(), minlength=len(labels)).tolist()
     original_area = original_area.tolist()
     segment_area = torch.bincount(owner[owned], minlength=len(labels)).tolist()
-    segment_of = [0] * len(labels)  # segment id of each proposal's pixels (0: dropped)
+    segment_of, info = assign_segments(labels.tolist(), area, original_area, segment_area, isthing, overlap_threshold)
+    segment_of = torch.tensor(segment_of, dtype=torch.int32, device=owner.device)
+    return torch.where(owned, segment_of[owner], 0), info
+
+
+def assign_segments(labels: List[int], area: List[int], original_area: List[int], segment_area: List[int],
+                    isthing: Sequence[bool], overlap_threshold: float) -> Tuple[List[int], List[Dict]]:
+    """The segment of each kept proposal (0: dropped): one that owns no pixel, whose mask covers
+    none, or that owns less than ``overlap_threshold`` of its mask is dropped; stuff proposals of
+    one class share a segment.
+
+    Args:
+        labels: class of each proposal; area: pixels it owns; original_area: pixels its mask
+            covers; segment_area: pixels it owns and covers; isthing: (T,) thing flags.
+    Returns:
+        the segment id of each proposal, and per segment ``{"id", "isthing", "category_id"}``.
+    """
+    segment_of = [0] * len(labels)
+    info: List[Dict] = []
     stuff_ids: Dict[int, int] = {}
-    for k, label in enumerate(labels.tolist()):
-        if area[k] == 0 or original_area[k] == 0 or segment_area[k] == 0 or area[k] / original_area[k] < overlap_threshold:
+    for k, label in enumerate(labels):
+        if 0 in (area[k], original_area[k], segment_area[k]) or area[k] / original_area[k] < overlap_threshold:
             continue
         thing = bool(isthing[label])
         if not thing and label in stuff_ids:
@@ -101,8 +118,7 @@ def panoptic_inference(class_logits: torch.Tensor, mask_logits: torch.Tensor, is
         if not thing:
             stuff_ids[label] = segment_of[k]
         info.append({"id": segment_of[k], "isthing": thing, "category_id": label})
-    segment_of = torch.tensor(segment_of, dtype=torch.int32, device=owner.device)
-    return torch.where(owned, segment_of[owner], 0), info
+    return segment_of, info
 
 
 def instance_inference(class_logits: torch.Tensor, mask_logits: torch.Tensor, isthing: torch.Tensor, *,

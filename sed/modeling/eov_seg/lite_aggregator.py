@@ -1,10 +1,11 @@
 """The Lite Aggregator neck: a top-down path of modulated deformable convolutions over the
 CNN CLIP's res2..res5, fused into one 1/4-resolution map with coordinates (``lite_aggr.*``).
 
-The deformable convolutions run through ``torchvision.ops.deform_conv2d`` (CUDA, and CPU
-training); at CPU inference they multiply once and sample the products at the displaced taps
-with ``grid_sample`` (``sampled_deform_conv``: the same outputs within float32 rounding, 6
-times faster than torchvision's kernel at the largest level).
+The deformable convolutions run through ``torchvision.ops.deform_conv2d`` (CUDA, CPU training,
+and exported graphs, where it becomes ONNX's ``DeformConv``); at CPU inference they multiply
+once and sample the products at the displaced taps with ``grid_sample``
+(``sampled_deform_conv``: the same outputs within float32 rounding, 6 times faster than
+torchvision's kernel at the largest level).
 BatchNorms synchronise their batch statistics over processes while training (detectron2's
 ``NaiveSyncBatchNorm``, which also works on CPU with gloo).
 """
@@ -51,6 +52,13 @@ def sampled_deform_conv(x: torch.Tensor, offset: torch.Tensor, weight: torch.Ten
     return (sampled.view(b, 9, o, h, w) * mask.view(b, 9, 1, h, w)).sum(dim=1)
 
 
+def coordinates(n: int, like: torch.Tensor) -> torch.Tensor:
+    """``torch.linspace(-1, 1, n)`` (within float rounding) on ``like``'s device and type, as
+    operations that an exported graph computes for any ``n`` (its exported linspace does not)."""
+    i = torch.arange(n, device=like.device, dtype=like.dtype)
+    return i * 2 / i[-1:].clamp_min(1) - 1
+
+
 class ModulatedDeformConv(nn.Module):
     """DCNv2, 3x3, stride 1, padding 1, one offset group, no bias."""
 
@@ -68,7 +76,7 @@ class ModulatedDeformConv(nn.Module):
         """
         with torch.autocast(x.device.type, enabled=False):
             inputs = [t.float() for t in (x, offset, self.weight, mask)]
-            if x.device.type == "cpu" and not torch.is_grad_enabled():
+            if x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.compiler.is_exporting():
                 out = sampled_deform_conv(*inputs)
             else:
                 out = deform_conv2d(inputs[0], inputs[1], inputs[2], None, padding=1, mask=inputs[3])
@@ -150,6 +158,6 @@ class LiteAggregator(nn.Module):
         """``res2``..``res5`` -> (B, C, Hp/4, Wp/4)."""
         x = self.deconv(features["res2"], features["res3"], features["res4"], features["res5"])
         b, _, h, w = x.shape
-        xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype).expand(b, 1, h, w)
-        ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype).view(h, 1).expand(b, 1, h, w)
+        xs = coordinates(w, x).expand(b, 1, h, w)
+        ys = coordinates(h, x).view(h, 1).expand(b, 1, h, w)
         return self.loc_conv(torch.cat([x, xs, ys], dim=1))

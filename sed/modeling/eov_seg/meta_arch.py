@@ -23,7 +23,7 @@ from .decoder import LightweightDecoder
 from .inference import (crop_and_resize, geometric_ensemble, instance_inference, panoptic_inference,
                         semantic_inference)
 from .lite_aggregator import LiteAggregator
-from .text_classifier import TextClassifier
+from .text_classifier import TextClassifier, names_index
 from .vit_clip import KEPT_PREFIXES, ViTFirstBlock
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,13 @@ def vocabulary_from_config(json_path: str, datasets: Sequence[str], key: str) ->
                          "metadata: give a vocabulary file")
     things = set(meta.get("thing_dataset_id_to_contiguous_id", {}).values())
     return Vocabulary(tuple(meta.stuff_classes), tuple(i in things for i in range(len(meta.stuff_classes))))
+
+
+def seen_classes(train_names: Sequence[str], test_names: Sequence[str]) -> List[bool]:
+    """For each test class, whether one of its names (synonyms) names a training class."""
+    split = PROMPT_ENSEMBLES["per_name"].split
+    seen = {n for name in train_names for n in split(name)}
+    return [any(n in seen for n in split(name)) for name in test_names]
 
 
 @META_ARCH_REGISTRY.register()
@@ -224,12 +231,11 @@ class EOV_SEG(nn.Module):  # noqa: N801  (the registered name of the authors' co
         """The classifier of ``vocabulary``: cached name embeddings and the current void."""
         names = self.text_embeddings(vocabulary.names)
         counts = [len(n) for n in self.names_per_class(vocabulary)]
-        return TextClassifier(names, self.void_embedding.weight, counts)
+        return TextClassifier(names, self.void_embedding.weight, names_index(counts))
 
     def seen_classes(self) -> torch.Tensor:
         """(T,) bool: test classes sharing a name with some training class."""
-        train_names = {n for names in self.names_per_class(self.train_vocabulary) for n in names}
-        seen = [any(n in train_names for n in names) for names in self.names_per_class(self.test_vocabulary)]
+        seen = seen_classes(self.train_vocabulary.names, self.test_vocabulary.names)
         return torch.tensor(seen, device=self.device)
 
     # --- forward -------------------------------------------------------------------------------
@@ -278,14 +284,22 @@ class EOV_SEG(nn.Module):  # noqa: N801  (the registered name of the authors' co
         class_logits, mask_logits, _ = self.predict(images.tensor, self.text_classifier(self.train_vocabulary))
         return self.light_weight_decoder.criterion(class_logits, mask_logits, targets)
 
-    @torch.no_grad()
-    def inference(self, batched_inputs: List[dict], classifier: TextClassifier) -> List[dict]:
-        """Outputs of images that share one padded canvas."""
-        images = ImageList.from_tensors(self.normalize(batched_inputs), self.size_divisibility)
+    def head_outputs(self, images: torch.Tensor, classifier: TextClassifier,
+                     seen: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Everything before the data-dependent post-processing (what an exported graph computes).
+
+        Args:
+            images: (B, 3, Hp, Wp) normalised images padded to a multiple of ``size_divisibility``.
+            classifier: the vocabulary's text classifier (T classes).
+            seen: (T,) bool, classes named in the training vocabulary (:func:`seen_classes`).
+        Returns:
+            (B, N, T + 1) float32 class log-probabilities of the N proposals after the geometric
+            ensemble (void last), and (B, N, Hp, Wp) float32 mask logits.
+        """
         reduced = self.inference_dtype is not None
         with torch.autocast(self.device.type, dtype=self.inference_dtype) if reduced else nullcontext():
             class_logits, mask_logits, features = self.predict(
-                images.tensor.contiguous(memory_format=torch.channels_last), classifier)
+                images.contiguous(memory_format=torch.channels_last), classifier)
             dense = features["clip_vis_dense"]
             clip_masks = F.interpolate(mask_logits[-1], size=dense.shape[-2:], mode="bilinear", align_corners=False)
             clip_logits = classifier.logits(self.cnn_backbone.embed_masks(dense, clip_masks),
@@ -293,9 +307,14 @@ class EOV_SEG(nn.Module):  # noqa: N801  (the registered name of the authors' co
         logits, masks = class_logits[-1].float(), mask_logits[-1].float()
         clip_logits, clip_masks = clip_logits.float(), clip_masks.float()
         valid = (clip_masks > 0).flatten(2).any(-1) if self.ensemble_on_valid_mask else None
-        final = geometric_ensemble(logits, clip_logits, self.seen_classes(), self.ensemble_alpha,
-                                   self.ensemble_beta, valid)
-        masks = F.interpolate(masks, size=images.tensor.shape[-2:], mode="bilinear", align_corners=False)
+        final = geometric_ensemble(logits, clip_logits, seen, self.ensemble_alpha, self.ensemble_beta, valid)
+        return final, F.interpolate(masks, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+    @torch.no_grad()
+    def inference(self, batched_inputs: List[dict], classifier: TextClassifier) -> List[dict]:
+        """Outputs of images that share one padded canvas."""
+        images = ImageList.from_tensors(self.normalize(batched_inputs), self.size_divisibility)
+        final, masks = self.head_outputs(images.tensor, classifier, self.seen_classes())
 
         isthing = torch.tensor(self.test_vocabulary.isthing, device=self.device)
         resize_first = self.panoptic_on or self.instance_on or self.sem_seg_postprocess_before_inference

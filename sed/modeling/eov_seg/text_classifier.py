@@ -10,23 +10,29 @@ import torch
 import torch.nn.functional as F
 
 
+def names_index(num_names: Sequence[int]) -> torch.Tensor:
+    """(T, K) int64 rows of each class's names among all S = sum(num_names) names, class by
+    class, K the most names of a class; shorter lists repeat their first name."""
+    starts = torch.tensor([0, *num_names[:-1]]).cumsum(0)
+    width = max(num_names)
+    offsets = torch.arange(width).expand(len(num_names), width)
+    offsets = torch.where(offsets < torch.tensor(num_names)[:, None], offsets, 0)
+    return starts[:, None] + offsets
+
+
 class TextClassifier:
     """The (S + 1, D) classifier of one vocabulary and the names of each class."""
 
-    def __init__(self, name_embeddings: torch.Tensor, void_embedding: torch.Tensor, num_names: Sequence[int]):
+    def __init__(self, name_embeddings: torch.Tensor, void_embedding: torch.Tensor, name_index: torch.Tensor):
         """
         Args:
             name_embeddings: (S, D) L2-normalised embeddings, class by class.
             void_embedding: (1, D) learned void embedding (normalised here).
-            num_names: names of each class (sums to S).
+            name_index: (T, K) int64 rows of each class's names in ``name_embeddings``
+                (:func:`names_index`).
         """
         self.weight = torch.cat([name_embeddings, F.normalize(void_embedding, dim=-1)])
-        # (T, K) column indices of each class's names; shorter lists repeat their first name.
-        starts = torch.tensor([0, *num_names[:-1]]).cumsum(0)
-        width = max(num_names)
-        offsets = torch.arange(width).expand(len(num_names), width)
-        offsets = torch.where(offsets < torch.tensor(num_names)[:, None], offsets, 0)
-        self.name_index = (starts[:, None] + offsets).to(name_embeddings.device)
+        self.name_index = name_index.to(name_embeddings.device)
 
     @property
     def num_classes(self) -> int:

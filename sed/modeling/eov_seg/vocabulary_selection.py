@@ -62,8 +62,10 @@ class VocabularyAwareSelection(nn.Module):
         weight = (pointwise.weight.flatten(1) * scale[:, None]).t()  # (C, D)
         bias = bn.bias - bn.running_mean * scale
         pixels = self.embed_conv.depthwise(neck).permute(0, 2, 3, 1).reshape(b * h * w, -1)  # (P, C)
+        # An exported graph takes any image size: one band there.
+        bands = [pixels] if torch.compiler.is_exporting() else pixels.split(PIXELS_PER_BAND)
         best = [
             (pointwise.activation(torch.addmm(bias, band, weight)) @ guide.t()).softmax(dim=-1).amax(dim=-1)
-            for band in pixels.split(PIXELS_PER_BAND)
+            for band in bands
         ]
         return torch.cat(best).view(b, h, w).unsqueeze(1)

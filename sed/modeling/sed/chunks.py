@@ -12,10 +12,27 @@ from torch import nn
 Outputs = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
 
 
+def size_min(a: int, b: int) -> int:
+    """The smaller of two sizes; in an exported graph (symbolic sizes) without a guard on them
+    (``torch.sym_min``). Elsewhere Python's ``min``, which also takes torch.jit's traced sizes."""
+    return torch.sym_min(a, b) if torch.compiler.is_exporting() else min(a, b)
+
+
+def size_max(a: int, b: int) -> int:
+    """The larger of two sizes, as :func:`size_min`."""
+    return torch.sym_max(a, b) if torch.compiler.is_exporting() else max(a, b)
+
+
 def chunk_sizes(total: int, chunk_size: int, group: Optional[int] = None) -> List[int]:
     """Sizes of consecutive chunks of at most ``chunk_size`` rows covering ``total`` rows; with
-    ``group``, no chunk crosses a multiple of ``group`` (the classes of one image)."""
+    ``group``, no chunk crosses a multiple of ``group`` (the classes of one image).
+
+    While a graph is exported (``torch.compiler.is_exporting()``, e.g. to ONNX) the sizes are
+    symbolic and the graph must serve any of them: one chunk per group then.
+    """
     group = group or total
+    if torch.compiler.is_exporting():
+        return [group] * (total // group)
     sizes = []
     for first in range(0, total, group):
         end = min(first + group, total)
@@ -162,9 +179,12 @@ def map_chunks(
     held twice, as by a concatenation. Without ``recompute``, autograd keeps each chunk's
     graph; the writes (``WriteRows``) take the gradients back without copies, and the inputs
     are split into views, whose gradients autograd joins once (slicing them would make a
-    whole-size gradient for every chunk).
+    whole-size gradient for every chunk). In an exported graph (one chunk) ``function`` runs on
+    the inputs themselves.
     """
     extras = extras or [()] * len(sizes)
+    if torch.compiler.is_exporting():  # one chunk (chunk_sizes), of a symbolic size: no buffer
+        return function(*inputs, *extras[0])
     if recompute and torch.is_grad_enabled():
         shared: List[torch.Tensor] = []
         for extra in extras:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .chunks import chunk_sizes, map_chunks
+from .chunks import chunk_sizes, map_chunks, size_max
 
 # Elements of the (pixels, T, C) token tensor handled at once, by device type: on CPU a group's
 # activations stay in cache; on GPU fewer, larger kernels, with memory still bounded.
@@ -93,7 +93,7 @@ class ClassAggregation(nn.Module):
         maps = pooled.permute(0, 2, 3, 1).reshape(-1, num_classes, ph * pw, c)
         # Pixels are independent: they go through in small groups, which keeps the
         # activations in cache and memory bounded for large vocabularies.
-        rows = max(1, TOKENS_PER_CHUNK.get(x.device.type, 1 << 24) // (maps.shape[0] * num_classes * c))
+        rows = size_max(1, TOKENS_PER_CHUNK.get(x.device.type, 1 << 24) // (maps.shape[0] * num_classes * c))
         y = map_chunks(self.attend_pixels, [maps], chunk_sizes(ph * pw, rows), dim=2, recompute=recompute,
                        modules=[self])
         return y.view(bt, ph, pw, c).permute(0, 3, 1, 2)

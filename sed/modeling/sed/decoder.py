@@ -224,7 +224,7 @@ class GradualFusionDecoder(nn.Module):
             for i, reject in enumerate(self.rejection_heads):
                 selected = select_top_classes(reject(x)[:, 0], topk)
                 x, kept, cost_guidance = x[selected], kept[selected], cost_guidance[selected]
-                x, cost_guidance = self.run_stage(i, x, cost_guidance, guidance[i][b : b + 1], len(kept))
+                x, cost_guidance = self.run_stage(i, x, cost_guidance, guidance[i][b : b + 1], kept.shape[0])
             probs = x.new_zeros(num_classes, *x.shape[-2:])
             probs[kept] = x[:, 0].sigmoid()
             outputs.append(probs)
