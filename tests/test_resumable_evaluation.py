@@ -1,5 +1,5 @@
 """Evaluation that survives a kill (sed/data/resumable_evaluation.py): chunk files that detect
-their own damage, fingerprints that follow what a run computes, and two
+their own damage, fingerprints and eval.sh stamps that follow what a run computes, and two
 processes killed part-way, resumed over damaged chunks, reporting exactly what one
 uninterrupted process reports."""
 import json
@@ -15,6 +15,9 @@ from conftest import ROOT, kill_when
 from sed import add_project_config
 from sed.data.resumable_evaluation import (CorruptChunk, evaluation_config, fingerprint, load_chunks, read_chunk,
                                            write_chunk)
+
+sys.path.insert(0, str(ROOT / "tools"))
+import eval_summary  # noqa: E402
 
 EVAL_ONLY = [sys.executable, "train_net.py", "--config-file", "configs/synthetic_tiny.yaml", "--eval-only"]
 SINGLE = ["MODEL.DEVICE", "cpu", "MODEL.SEM_SEG_HEAD.PROMPT_TEMPLATES", "single", "DATALOADER.NUM_WORKERS", "0"]
@@ -67,6 +70,24 @@ def test_fingerprint_follows_weights_config_and_images():
         model.bias[0] += 1e-6
     assert fingerprint(project_cfg(), "val", dataset, model) != base
     assert "PARTIAL_EVERY" not in evaluation_config(project_cfg()) and "TOPK" in evaluation_config(project_cfg())
+
+
+def test_eval_sh_stamp_follows_weights_file_config_and_overrides(tmp_path):
+    weights = tmp_path / "model.pth"
+    weights.write_bytes(b"weights")
+    config = str(ROOT / "configs" / "synthetic_tiny.yaml")
+    benchmark = eval_summary.BENCHMARKS["SED"][0]
+    opts = ["MODEL.WEIGHTS", str(weights), "MODEL.DEVICE", "cpu"]
+    base = eval_summary.stamp(config, benchmark, opts)
+    assert eval_summary.stamp(config, benchmark, opts) == base
+    assert eval_summary.stamp(config, benchmark, opts + ["TEST.PARTIAL_EVERY", "5"]) == base
+    assert eval_summary.stamp(config, benchmark, opts + ["TEST.FAST_INFERENCE", "True"]) != base
+    assert eval_summary.stamp(config, eval_summary.BENCHMARKS["SED"][1], opts) != base
+    assert eval_summary.stamp(str(ROOT / "configs" / "convnextB_768.yaml"), benchmark, opts) != base
+    os.utime(weights, ns=(0, 0))  # the same name and size, another modification time
+    assert eval_summary.stamp(config, benchmark, opts) != base
+    with pytest.raises(SystemExit, match="do not apply to .*synthetic_tiny.yaml: Non-existent key: MODEL.NOPE"):
+        eval_summary.stamp(config, benchmark, opts + ["MODEL.NOPE", "1"])
 
 
 @pytest.fixture(scope="module")
