@@ -2,12 +2,20 @@
 # Evaluate a model on its published benchmarks and print one table of the results: SED on
 # A-847, PC-459, A-150, PC-59, PAS-20, PAS-20b; EOV-Seg on ADE20K-150 panoptic (PQ, SQ, RQ,
 # AP, mIoU) and A-847, PC-459, A-150, PC-59, PAS-20 (mIoU). The config picks the model.
-#   sh eval.sh configs/convnextB_768.yaml 4 output/ MODEL.WEIGHTS path/to/weights.pth [KEY VALUE ...]
+#   sh eval.sh [--force] configs/convnextB_768.yaml 4 output/ MODEL.WEIGHTS path/to/weights.pth [KEY VALUE ...]
 # Each benchmark's results go to OUTPUT_DIR/eval/NAME; the summary to OUTPUT_DIR/eval/summary.{csv,md}.
+# Run again, the same command skips the benchmarks whose results are complete for the same
+# weights file, config and overrides (--force evaluates them again) and resumes an interrupted
+# one after its saved images (TEST.PARTIAL_EVERY).
 # With DATASETS.TEST among the overrides, evaluates those datasets instead (e.g. your own dataset
 # folder, DATASETS.TEST "('datasets/custom/shapes/val',)"), results in OUTPUT_DIR.
 set -e
 SCRIPT=eval.sh
+SCRIPT_OPTIONS="[--force] "
+SCRIPT_OPTIONS_HELP="  --force     evaluate again the benchmarks whose results are complete
+"
+FORCE=0
+if [ "${1:-}" = --force ]; then FORCE=1; shift; fi
 . "$(dirname "$0")/tools/launch_common.sh"
 shift 3
 for key in "$@"; do
@@ -17,14 +25,27 @@ for key in "$@"; do
             OUTPUT_DIR "$OUTPUT_DIR" $DEVICE_OPTS "$@"
     fi
 done
-BENCHMARKS=$("$PYTHON" "$ROOT/tools/eval_summary.py" --list "$CONFIG")
-echo "$BENCHMARKS" | while read -r name dataset overrides; do
+# shellcheck disable=SC2086
+BENCHMARKS=$("$PYTHON" "$ROOT/tools/eval_summary.py" --list "$CONFIG" $DEVICE_OPTS "$@")
+COUNT=$(echo "$BENCHMARKS" | grep -c . || true)
+INDEX=0
+echo "$BENCHMARKS" | while read -r name dataset stamp overrides; do
     [ -n "$name" ] || continue
-    echo "eval.sh: evaluating $name ($dataset)"
+    INDEX=$((INDEX + 1))
+    dir="$OUTPUT_DIR/eval/$name"
+    if [ "$FORCE" = 0 ] && [ -f "$dir/results.json" ] && [ "$(cat "$dir/results.stamp" 2>/dev/null)" = "$stamp" ]; then
+        echo "eval.sh: $name ($INDEX/$COUNT) skipped: $dir/results.json is complete for these weights, config and overrides (--force evaluates it again)"
+        continue
+    fi
+    # The stamp goes first: results.json, written last by a run, is then complete for it.
+    rm -f "$dir/results.json"
+    mkdir -p "$dir"
+    echo "$stamp" > "$dir/results.stamp"
+    echo "eval.sh: evaluating $name ($INDEX/$COUNT, $dataset)"
     # shellcheck disable=SC2086
     "$PYTHON" "$ROOT/train_net.py" --config-file "$CONFIG" $LAUNCH_ARGS --eval-only \
-        OUTPUT_DIR "$OUTPUT_DIR/eval/$name" $DEVICE_OPTS \
+        OUTPUT_DIR "$dir" $DEVICE_OPTS \
         DATASETS.TEST "(\"$dataset\",)" $overrides "$@" \
-        || echo "eval.sh: $name failed (see $OUTPUT_DIR/eval/$name/log.txt)" >&2
+        || echo "eval.sh: $name failed (see $dir/log.txt)" >&2
 done
 exec "$PYTHON" "$ROOT/tools/eval_summary.py" --summarize "$CONFIG" "$OUTPUT_DIR/eval"

@@ -9,14 +9,16 @@ import json
 import logging
 import os
 import sys
+from collections import OrderedDict
 from typing import Dict, List, Set
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
-from detectron2.data import MetadataCatalog, build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.data import (DatasetMapper, MetadataCatalog, build_detection_test_loader, build_detection_train_loader,
+                             get_detection_dataset_dicts)
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, defaults
-from detectron2.evaluation import DatasetEvaluators
+from detectron2.evaluation import DatasetEvaluators, inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
@@ -27,6 +29,7 @@ from sed.cpu_memory import configure_cpu_memory
 from sed.data.custom import CustomDatasetError, CustomSplit, resolve_custom_datasets
 from sed.data.evaluation import build_evaluators
 from sed.data.mapper import build_mapper
+from sed.data.resumable_evaluation import ResumableEvaluator
 from sed.data.sampler import ResumableTrainingSampler
 from sed.launch import launch
 from sed.vocabulary import load_class_names
@@ -83,9 +86,33 @@ class Trainer(DefaultTrainer):
         )
 
     @classmethod
-    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return DatasetEvaluators(build_evaluators(cfg, dataset_name, output_folder))
+    def test(cls, cfg, model):
+        """Evaluates ``model`` on each of DATASETS.TEST (predictions and partial state in
+        OUTPUT_DIR/inference/DATASET), writes the results (``report``) and returns them, for one
+        dataset unnested, as detectron2 does. With TEST.PARTIAL_EVERY > 0 an evaluation that
+        was killed resumes after the images it saved (``ResumableEvaluator``)."""
+        results, resumable = OrderedDict(), []
+        for name in cfg.DATASETS.TEST:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", name)
+            evaluators = build_evaluators(cfg, name, output_folder)
+            dataset = get_detection_dataset_dicts([name], filter_empty=False)
+            if cfg.TEST.PARTIAL_EVERY > 0:
+                evaluator = ResumableEvaluator(
+                    evaluators, folder=os.path.join(output_folder, "partial"), cfg=cfg, dataset_name=name,
+                    dataset=dataset, model=model, every=cfg.TEST.PARTIAL_EVERY, keep=cfg.TEST.KEEP_PARTIAL)
+                dataset = evaluator.remaining(dataset)
+                resumable.append(evaluator)
+            else:
+                evaluator = DatasetEvaluators(evaluators)
+            loader = build_detection_test_loader(dataset, mapper=DatasetMapper(cfg, is_train=False),
+                                                 num_workers=cfg.DATALOADER.NUM_WORKERS) if dataset else []
+            results[name] = inference_on_dataset(model, loader, evaluator)
+            if comm.is_main_process():
+                print_csv_format(results[name])
+        report(cfg, results)
+        for evaluator in resumable:  # the results are on disk: the partial state has served
+            evaluator.finish()
+        return next(iter(results.values())) if len(results) == 1 else results
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -169,11 +196,9 @@ def format_results(results) -> str:
 
 
 def report(cfg, results) -> None:
-    """Log the result tables and write them to OUTPUT_DIR/results.json (main process)."""
+    """Log the result tables of each dataset and write them to OUTPUT_DIR/results.json (main process)."""
     if not comm.is_main_process() or not results:
         return
-    if set(results) <= set(RESULT_TABLES):  # detectron2 returns one dataset's results unnested
-        results = {cfg.DATASETS.TEST[0]: results}
     logger.info("Evaluation results\n%s", format_results(results))
     with open(os.path.join(cfg.OUTPUT_DIR, "results.json"), "w") as f:
         json.dump(results, f, indent=1, default=float)
@@ -278,9 +303,8 @@ def main(args):
         trainer = Trainer(cfg)
         trainer.resume_or_load(resume=args.resume)
         trainer.train()
-        # Set by the final evaluation of DefaultTrainer's EvalHook (TEST.EVAL_PERIOD > 0).
+        # Set by the final evaluation of DefaultTrainer's EvalHook, through Trainer.test.
         results = getattr(trainer, "_last_eval_results", None)
-    report(cfg, results)
     return results
 
 

@@ -83,6 +83,14 @@ def add_training_config(cfg: CN) -> None:
     # Inference precision: "float32", or autocast to "bfloat16" / "float16" (faster on GPUs,
     # opt-in: outputs move beyond the float32 tolerances; README, Speed).
     cfg.TEST.PRECISION = "float32"
+    # Evaluation that survives a kill: every PARTIAL_EVERY images, each process saves its
+    # evaluators' state to OUTPUT_DIR/inference/DATASET/partial/, and the same command run
+    # again resumes after the saved images with identical final metrics (README, Evaluation).
+    # 0: nothing saved, nothing resumed.
+    cfg.TEST.PARTIAL_EVERY = 50
+    # Keep that folder when the evaluation completes (by default it is removed once the
+    # results are written).
+    cfg.TEST.KEEP_PARTIAL = False
     # MODEL.DEVICE "cpu": keep freed memory in the process heap for the next tensors instead of
     # returning it to the system (glibc; sed/cpu_memory.py). EOV-Seg-S on 2 cores: 3.8 -> 3.2 s
     # per image for about 5% more peak memory (README, Speed). False: the C library's defaults.

@@ -2,6 +2,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -112,16 +113,28 @@ def eov_tiny_model(train_json, test_json, *opts, seed=0):
     return build_model(cfg).eval()
 
 
+def kill_when(args, env, ready, timeout=300) -> None:
+    """Start the command ``args`` in its own process group, poll ``ready()`` and kill the group
+    (the command and every process it started) with SIGKILL as soon as it holds; fails if the
+    command ended first."""
+    with tempfile.TemporaryFile() as output:
+        run = subprocess.Popen(args, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + timeout
+        while not ready() and time.time() < deadline:
+            if run.poll() is not None:
+                output.seek(0)
+                raise AssertionError(f"{' '.join(map(str, args))} ended (status {run.returncode}) before it was "
+                                     f"killed:\n{output.read()[-3000:].decode(errors='replace')}")
+            time.sleep(0.05)
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    assert ready(), f"{' '.join(map(str, args))} was killed after {timeout} s without getting there"
+
+
 def kill_after_first_checkpoint(args, out, env) -> int:
     """Start the training command ``args`` (writing to ``out``), kill it with SIGKILL as soon as
     it has written a checkpoint, and return the iteration a resumed run starts from."""
-    run = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           start_new_session=True)
-    deadline = time.time() + 300
-    while not (out / "last_checkpoint").exists() and time.time() < deadline and run.poll() is None:
-        time.sleep(0.1)
-    os.killpg(run.pid, signal.SIGKILL)
-    run.wait()
+    kill_when(args, env, lambda: (out / "last_checkpoint").exists())
     assert not (out / "model_final.pth").exists()
     done = (out / "last_checkpoint").read_text()
     return int(done[len("model_"):-len(".pth")]) + 1

@@ -1,5 +1,6 @@
 """eval.sh on miniature copies of every benchmark in its exact on-disk layout, checked
-against an independent computation, and distributed evaluation (2 CPU processes)."""
+against an independent computation, distributed evaluation (2 CPU processes), and eval.sh
+killed and run again."""
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from detectron2.modeling import build_model
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from conftest import ROOT, make_cfg
+from conftest import ROOT, kill_when, make_cfg
 
 # benchmark -> (image dir, label dir, label extension, classes, ignore value, evaluated classes)
 LAYOUT = {
@@ -124,3 +125,59 @@ def test_two_processes_give_the_same_metrics(benchmarks, eval_sh_output, tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     one_process = json.loads((eval_sh_output[0] / "eval" / benchmark / "results.json").read_text())
     assert json.loads((out / "results.json").read_text()) == one_process
+
+
+def voc2012_only(root, folder, label_dirs):
+    """A dataset folder with VOC2012's images and the given label folders of ``root``, linked:
+    of the benchmarks, only those reading them are on disk."""
+    voc = folder / "VOCdevkit" / "VOC2012"
+    voc.mkdir(parents=True)
+    for name in ["JPEGImages", *label_dirs]:
+        (voc / name).symlink_to(root / "VOCdevkit" / "VOC2012" / name)
+    return folder
+
+
+def table_rows(stdout, names):
+    """The cells of the summary table's rows of ``names``."""
+    table = stdout[stdout.index("| benchmark"):].splitlines()
+    return [[cell.strip() for cell in next(line for line in table if line.startswith(f"| {name} ")).split("|")]
+            for name in names]
+
+
+def test_eval_sh_killed_then_rerun_skips_finished_benchmarks_and_resumes_the_interrupted_one(
+        benchmarks, eval_sh_output, tmp_path):
+    """PAS-20 and PAS-20b on disk: eval.sh killed part-way through PAS-20b, then the same
+    command; then --force."""
+    root, weights = benchmarks
+    env = env_for(voc2012_only(root, tmp_path / "voc", ["annotations_detectron2", "annotations_detectron2_bg"]),
+                  tmp_path)
+    out = tmp_path / "out"
+    args = ["sh", "eval.sh", "configs/synthetic_tiny.yaml", "0", str(out), "MODEL.WEIGHTS", str(weights),
+            "MODEL.SEM_SEG_HEAD.PROMPT_TEMPLATES", "single", "TEST.PARTIAL_EVERY", "1"]
+    partial = out / "eval" / "PAS-20b" / "inference" / DATASET["PAS-20b"] / "partial"
+    kill_when(args, env, lambda: len(list(partial.glob("*.chunk"))) >= 1)
+    finished = out / "eval" / "PAS-20" / "results.json"
+    assert finished.is_file() and not (out / "eval" / "PAS-20b" / "results.json").exists()
+    finished_at, saved = finished.stat().st_mtime_ns, len(list(partial.glob("*.chunk")))
+
+    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (f"eval.sh: PAS-20 (1/2) skipped: {finished} is complete for these weights, config and overrides"
+            in result.stdout)
+    assert "eval.sh: evaluating PAS-20 " not in result.stdout and finished.stat().st_mtime_ns == finished_at
+    assert "eval.sh: evaluating PAS-20b (2/2" in result.stdout
+    assert f"{saved} of 3 images done" in result.stdout and f"Start inference on {3 - saved} batches" in result.stdout
+    assert not partial.exists()
+    names = ["PAS-20", "PAS-20b"]
+    assert table_rows(result.stdout, names) == table_rows(eval_sh_output[1], names)
+    for name in names:
+        clean = json.loads((eval_sh_output[0] / "eval" / name / "results.json").read_text())
+        assert json.loads((out / "eval" / name / "results.json").read_text()) == clean
+
+    # --force evaluates a complete benchmark again (only PAS-20 on disk now).
+    env = env_for(voc2012_only(root, tmp_path / "voc20", ["annotations_detectron2"]), tmp_path)
+    result = subprocess.run(args[:2] + ["--force"] + args[2:], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "eval.sh: evaluating PAS-20 (1/1" in result.stdout and finished.stat().st_mtime_ns != finished_at
+    assert table_rows(result.stdout, names) == table_rows(eval_sh_output[1], names)

@@ -1,19 +1,24 @@
 """eval.sh with an EOV-Seg config on a miniature ADE20K-150 panoptic split in the documented
 layout: the PQ it reports equals an independent computation from the model's own saved
-predictions, and AP and mIoU come with it."""
+predictions, and AP and mIoU come with it; killed part-way, the evaluation resumes to the
+same results and files."""
 import json
 import os
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from conftest import ROOT
+from conftest import ROOT, kill_when
 from sed.data.synthetic import make_panoptic_sample
 from sed.vocabulary import load_vocabulary
 from test_panoptic_evaluation import straightforward_pq
+
+sys.path.insert(0, str(ROOT / "tools"))
+import eval_summary  # noqa: E402
 
 CONFIG = "configs/eov_seg/synthetic_tiny.yaml"
 # The generated classes (red circle, blue triangle, yellow star, sky, grass) as ADE-150 ids:
@@ -80,7 +85,12 @@ def read_predictions(folder):
     return by_image
 
 
-def test_eval_sh_reports_pq_ap_miou_matching_an_independent_computation(tmp_path):
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    """A tiny EOV-Seg trained on a miniature ADE20K-150 panoptic split, and eval.sh's run of it:
+    (folder, environment, overrides common to every run, weights, eval.sh's stdout, GT maps
+    and segments of the val split)."""
+    tmp_path = tmp_path_factory.mktemp("eov_eval")
     root = tmp_path / "datasets"
     write_ade_split(root, "train", "training", 8, seed=1)
     gt_maps, gt_segments = write_ade_split(root, "val", "validation", 4, seed=2)
@@ -93,11 +103,17 @@ def test_eval_sh_reports_pq_ap_miou_matching_an_independent_computation(tmp_path
          "SOLVER.MAX_ITER", "150", "SOLVER.STEPS", "(140,)", "TEST.EVAL_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD", "1000"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert train.returncode == 0, train.stderr[-3000:]
-    out = tmp_path / "eval"
-    result = subprocess.run(["sh", "eval.sh", CONFIG, "0", str(out), "MODEL.WEIGHTS", str(tmp_path / "train" / "model_final.pth"),
-                             *common], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    weights = tmp_path / "train" / "model_final.pth"
+    result = subprocess.run(["sh", "eval.sh", CONFIG, "0", str(tmp_path / "eval"), "MODEL.WEIGHTS", str(weights), *common],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    table = result.stdout[result.stdout.index("| benchmark"):]
+    return tmp_path, env, common, weights, result.stdout, gt_maps, gt_segments
+
+
+def test_eval_sh_reports_pq_ap_miou_matching_an_independent_computation(evaluated):
+    tmp_path, _, _, _, stdout, gt_maps, gt_segments = evaluated
+    out = tmp_path / "eval"
+    table = stdout[stdout.index("| benchmark"):]
     for name in ("A-847", "PC-459", "PC-59", "PAS-20"):
         assert "missing" in next(line for line in table.splitlines() if line.startswith(f"| {name} "))
 
@@ -114,3 +130,31 @@ def test_eval_sh_reports_pq_ap_miou_matching_an_independent_computation(tmp_path
     assert f"{reported['panoptic_seg']['PQ']:.2f}".rstrip("0").rstrip(".") in row
     a150 = next(line for line in table.splitlines() if line.startswith("| A-150 "))
     assert "missing" not in a150 and "failed" not in a150
+
+
+def test_panoptic_evaluation_killed_then_resumed_equals_the_uninterrupted_one(evaluated):
+    """kill -9 part-way through ADE-150-panoptic (PQ, AP, mIoU), then the same command: it
+    evaluates only the images it had not saved, and reports, and writes, what eval.sh's
+    uninterrupted run did."""
+    tmp_path, env, common, weights, _, _, _ = evaluated
+    benchmark = next(b for b in eval_summary.BENCHMARKS["EOV_SEG"] if b.name == "ADE-150-panoptic")
+    out = tmp_path / "resumed"
+    inference = out / "inference" / benchmark.dataset
+    cmd = [sys.executable, "train_net.py", "--config-file", CONFIG, "--eval-only", "OUTPUT_DIR", str(out),
+           "MODEL.DEVICE", "cpu", "DATASETS.TEST", f"('{benchmark.dataset}',)", *benchmark.overrides,
+           "MODEL.WEIGHTS", str(weights), *common, "TEST.PARTIAL_EVERY", "1"]
+    kill_when(cmd, env, lambda: len(list((inference / "partial").glob("*.chunk"))) >= 1)
+    assert not (out / "results.json").exists()
+    saved = len(list((inference / "partial").glob("*.chunk")))
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert f"{saved} of 4 images done" in log and f"Start inference on {4 - saved} batches" in log
+    assert not (inference / "partial").exists()
+    clean = tmp_path / "eval" / "eval" / benchmark.name
+    assert json.loads((out / "results.json").read_text()) == json.loads((clean / "results.json").read_text())
+    clean_inference = clean / "inference" / benchmark.dataset
+    assert read_predictions(inference).keys() == read_predictions(clean_inference).keys()
+    for name in ["panoptic_predictions.json", "coco_instances_results.json",
+                 *(f"panoptic_predictions/{p.name}" for p in (clean_inference / "panoptic_predictions").iterdir())]:
+        assert (inference / name).read_bytes() == (clean_inference / name).read_bytes(), name

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, kill_when
 
 FAST = ["SOLVER.MAX_ITER", "6", "TEST.EVAL_PERIOD", "6", "SOLVER.CHECKPOINT_PERIOD", "3",
         "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.CROP.SIZE", "(96,96)", "INPUT.MIN_SIZE_TEST", "96",
@@ -49,13 +49,24 @@ def test_train_then_resume_then_evaluate(tmp_path, env_with_datasets):
               if "total_loss" in line]
     assert losses
 
-    # Resume from an intermediate checkpoint: the run continues to MAX_ITER.
+    # Resume from an intermediate checkpoint: the run continues to MAX_ITER. Killed during its
+    # final evaluation, the same command trains nothing again and evaluates only the images
+    # whose evaluation it had not saved.
     (out / "last_checkpoint").write_text("model_0000002.pth")
     (out / "model_final.pth").unlink()
-    result = sh("run.sh", "configs/synthetic_tiny.yaml", "0", str(out), *FAST, env=env_with_datasets)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Starting training from iteration 3" in result.stdout + result.stderr
+    partial = out / "inference" / "sed_synthetic_val" / "partial"
+    args = ["run.sh", "configs/synthetic_tiny.yaml", "0", str(out), *FAST, "TEST.PARTIAL_EVERY", "1"]
+    kill_when(["sh", *args], env_with_datasets, lambda: partial.is_dir() and len(list(partial.glob("*.chunk"))) >= 2)
+    assert "Starting training from iteration 3" in (out / "log.txt").read_text()
     assert (out / "model_final.pth").is_file()
+    saved = len(list(partial.glob("*.chunk")))
+    result = sh(*args, env=env_with_datasets)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert "Starting training from iteration 6" in log
+    assert f"Resuming the evaluation on sed_synthetic_val: {saved} of 6 images done" in log
+    assert f"Start inference on {6 - saved} batches" in log
+    assert not partial.exists() and "IoU-red circle" in json.loads((out / "results.json").read_text())["sed_synthetic_val"]["sem_seg"]
 
 
 def test_missing_dataset_fails_clearly(tmp_path):

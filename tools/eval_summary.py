@@ -1,23 +1,29 @@
 """The published benchmarks of eval.sh for a config's model, and the summary table of their
 results.
 
-    python tools/eval_summary.py --list CONFIG    # NAME DATASET OVERRIDES... per line, for data on disk
+    python tools/eval_summary.py --list CONFIG [KEY VALUE ...]  # NAME DATASET STAMP OVERRIDES... per line
     python tools/eval_summary.py --summarize CONFIG OUT/eval   # print + write summary.csv/.md
+
+``--list`` lists the benchmarks whose data are on disk; KEY VALUE are the overrides eval.sh
+passes to each run, and STAMP identifies what a run computes: the weights file (path, size,
+modification time), the config with the benchmark's and these overrides, and the dataset.
 """
 import argparse
 import csv
+import hashlib
 import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from detectron2.config import get_cfg
 from tabulate import tabulate
 
 from sed import add_project_config
 from sed.data.datasets import DATASETS, dataset_root
+from sed.data.resumable_evaluation import evaluation_config
 
 VOCABULARIES = Path(__file__).resolve().parents[1] / "datasets"
 SEMANTIC = [("mIoU", "sem_seg", "mIoU"), ("fwIoU", "sem_seg", "fwIoU"), ("mACC", "sem_seg", "mACC"),
@@ -70,11 +76,21 @@ BENCHMARKS: Dict[str, List[Benchmark]] = {
 }
 
 
-def benchmarks_of(config_file: str) -> List[Benchmark]:
+def load_config(config_file: str, opts: Sequence[str] = ()):
+    """``config_file`` with the overrides ``opts`` (KEY VALUE ...); stops, naming the problem,
+    on an override that does not apply."""
     cfg = get_cfg()
     add_project_config(cfg)
     cfg.merge_from_file(config_file)
-    arch = cfg.MODEL.META_ARCHITECTURE
+    try:
+        cfg.merge_from_list(list(opts))
+    except (AssertionError, KeyError, ValueError) as e:  # yacs reports unknown keys by assertion
+        raise SystemExit(f"eval.sh: the overrides {' '.join(opts)} do not apply to {config_file}: {e}")
+    return cfg
+
+
+def benchmarks_of(config_file: str) -> List[Benchmark]:
+    arch = load_config(config_file).MODEL.META_ARCHITECTURE
     if arch not in BENCHMARKS:
         raise SystemExit(f"eval.sh: no published benchmarks for MODEL.META_ARCHITECTURE {arch!r}")
     return BENCHMARKS[arch]
@@ -84,6 +100,18 @@ def dataset_exists(name: str) -> bool:
     spec = next(d for d in DATASETS if d.name == name)
     root = dataset_root()
     return all(os.path.exists(os.path.join(root, p)) for p in spec.required_paths)
+
+
+def stamp(config_file: str, benchmark: Benchmark, opts: Sequence[str]) -> str:
+    """What eval.sh's run of ``benchmark`` with overrides ``opts`` computes, as a short hash:
+    equal stamps, equal results (the results of a run stay valid while its stamp is unchanged)."""
+    cfg = load_config(config_file, [*benchmark.overrides, *opts])
+    weights = cfg.MODEL.WEIGHTS
+    if os.path.isfile(weights):
+        info = os.stat(weights)
+        weights = f"{os.path.abspath(weights)} {info.st_size} {info.st_mtime_ns}"
+    text = "\0".join([weights, evaluation_config(cfg), benchmark.dataset])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def summarize(benchmarks: List[Benchmark], eval_dir: str) -> Tuple[List[str], list]:
@@ -110,11 +138,13 @@ def main() -> int:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--list", metavar="CONFIG")
     group.add_argument("--summarize", nargs=2, metavar=("CONFIG", "EVAL_DIR"))
+    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+                        help="--list: the config overrides of every run")
     args = parser.parse_args()
     if args.list:
         for b in benchmarks_of(args.list):
             if dataset_exists(b.dataset):
-                print(b.name, b.dataset, *b.overrides)
+                print(b.name, b.dataset, stamp(args.list, b, args.opts), *b.overrides)
             else:
                 print(f"eval.sh: {b.name} skipped: dataset {b.dataset} is not on disk", file=sys.stderr)
         return 0

@@ -1,11 +1,12 @@
 # Shared by run.sh and eval.sh (POSIX sh): argument checks, Python and device selection.
-# Expects SCRIPT (the caller's name) and the caller's arguments; sets CONFIG, NUM_GPUS,
-# OUTPUT_DIR, PYTHON and LAUNCH_ARGS (train_net.py arguments), and shifts nothing.
+# Expects SCRIPT (the caller's name), optionally SCRIPT_OPTIONS and SCRIPT_OPTIONS_HELP (its
+# options before CONFIG, for the usage), and the caller's arguments after those options; sets
+# CONFIG, NUM_GPUS, OUTPUT_DIR, PYTHON and LAUNCH_ARGS (train_net.py arguments), and shifts nothing.
 
 usage() {
     cat >&2 <<USAGE
-usage: sh $SCRIPT CONFIG NUM_GPUS OUTPUT_DIR [KEY VALUE ...]
-  CONFIG      a config file, e.g. configs/convnextB_768.yaml
+usage: sh $SCRIPT ${SCRIPT_OPTIONS:-}CONFIG NUM_GPUS OUTPUT_DIR [KEY VALUE ...]
+${SCRIPT_OPTIONS_HELP:-}  CONFIG      a config file, e.g. configs/convnextB_768.yaml
   NUM_GPUS    GPUs to use on this machine; 0 runs one CPU process (without a GPU,
               N > 0 runs N CPU processes)
   OUTPUT_DIR  folder for checkpoints, logs and results

@@ -18,6 +18,9 @@ class SEDSemSegEvaluator(SemSegEvaluator):
     (custom panoptic splits: from the panoptic PNGs), else as a label map.
     """
 
+    # What ``process`` accumulates (saved and resumed by ResumableEvaluator).
+    RESUMABLE_STATE = ("_conf_matrix", "_b_conf_matrix", "_predictions")
+
     def __init__(self, dataset_name: str, distributed: bool = True, output_dir=None):
         super().__init__(dataset_name, distributed=distributed, output_dir=output_dir,
                          sem_seg_loading_fn=MetadataCatalog.get(dataset_name).get("sem_seg_loading_fn",

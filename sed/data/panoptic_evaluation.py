@@ -45,6 +45,10 @@ class PanopticEvaluator(COCOPanopticEvaluator):
     (``panoptic_predictions/*.png`` and ``panoptic_predictions.json``).
     """
 
+    # What ``process`` accumulates (saved and resumed by ResumableEvaluator): per image, its
+    # PNG and segments.
+    RESUMABLE_STATE = ("_predictions",)
+
     def _convert_category_id(self, segment_info):
         """A copy of the segment with plain ``int`` ids and its dataset category id."""
         segment = dict(segment_info, id=int(segment_info["id"]),
@@ -126,6 +130,10 @@ class InstanceSegEvaluator(COCOEvaluator):
     Unlike detectron2's ``COCOEvaluator``, the thing ids need not be 0..N-1: ADE20K's thing
     classes keep their indices among the 150 classes. Per-category names are the JSON's.
     """
+
+    # What ``process`` accumulates (saved and resumed by ResumableEvaluator): per image, its
+    # instances as COCO JSON.
+    RESUMABLE_STATE = ("_predictions",)
 
     def __init__(self, dataset_name: str, distributed: bool = True, output_dir=None):
         super().__init__(dataset_name, tasks=("segm",), distributed=distributed,
