@@ -37,22 +37,36 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(base + 60 * (texture - 0.5) + 255 * fine, 0, 255).astype(np.uint8)
 
 
+# Each shape's extent (half-side, or outer radius) per unit of "radius", chosen so that every
+# kind covers the area of a circle of that radius (pi r^2): small shapes would otherwise be a
+# rare class (a star of the circle's radius covers 42% of its area).
+STAR_INNER = 0.45
+EXTENT = {
+    "circle": 1.0,
+    "square": np.sqrt(np.pi) / 2,  # side 2a: area 4a^2
+    "triangle": np.sqrt(np.pi / 2),  # base 2a, height 2a: area 2a^2
+    "star": np.sqrt(np.pi / (5 * STAR_INNER * np.sin(np.pi / 5))),  # 10 triangles of sides a, 0.45a
+}
+
+
 def _shape_mask(kind: str, rng: np.random.Generator, size: int) -> np.ndarray:
+    """A filled shape (size, size) bool with the area of a circle of radius size/7 to size/4."""
     mask = np.zeros((size, size), np.uint8)
-    radius = int(rng.integers(size // 7, size // 4))
-    cx, cy = (int(v) for v in rng.integers(radius, size - radius, 2))
+    radius = rng.integers(size // 7, size // 4) * EXTENT[kind]
+    cx, cy = (int(v) for v in rng.integers(int(np.ceil(radius)), size - int(np.ceil(radius)), 2))
     if kind == "circle":
-        cv2.circle(mask, (cx, cy), radius, 1, -1)
+        cv2.circle(mask, (cx, cy), int(round(radius)), 1, -1)
     elif kind == "square":
-        cv2.rectangle(mask, (cx - radius, cy - radius), (cx + radius, cy + radius), 1, -1)
+        r = int(round(radius))
+        cv2.rectangle(mask, (cx - r, cy - r), (cx + r, cy + r), 1, -1)
     elif kind == "triangle":
         pts = np.array([(cx, cy - radius), (cx - radius, cy + radius), (cx + radius, cy + radius)])
-        cv2.fillPoly(mask, [pts.astype(np.int32)], 1)
+        cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
     else:  # star
         angles = np.linspace(-np.pi / 2, 3 * np.pi / 2, 10, endpoint=False)
-        radii = np.where(np.arange(10) % 2 == 0, radius, radius * 0.45)
+        radii = np.where(np.arange(10) % 2 == 0, radius, radius * STAR_INNER)
         pts = np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)], 1)
-        cv2.fillPoly(mask, [pts.astype(np.int32)], 1)
+        cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
     return mask.astype(bool)
 
 
