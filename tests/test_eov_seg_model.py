@@ -222,6 +222,29 @@ def test_vocabulary_selection_in_bands_equals_the_training_computation(monkeypat
     assert expected.std() > 0.01  # the best responses differ from pixel to pixel
 
 
+@torch.no_grad()
+def test_inference_decoder_classifies_the_last_stage_only(model):
+    """Without ``all_stages`` the decoder gives the last stage's outputs of the full computation
+    and never runs an earlier stage's class embedding (its outputs feed only the training loss)."""
+    torch.manual_seed(0)
+    decoder = model.light_weight_decoder
+    hidden, vit_dim = decoder.object_kernels.weight.shape[1], decoder.output_upscaling[0].in_channels
+    neck, vit = torch.randn(1, hidden, 8, 12), torch.randn(1, vit_dim, 2, 3)
+    classifier = model.text_classifier(model.test_vocabulary)
+    full = decoder(neck, vit, classifier)
+    calls = []
+    hooks = [stage.class_embed.register_forward_hook(lambda m, i, o, k=k: calls.append(k))
+             for k, stage in enumerate(decoder.mask_heads)]
+    try:
+        last = decoder(neck, vit, classifier, all_stages=False)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(decoder.mask_heads) > 1 and calls == [len(decoder.mask_heads) - 1]
+    assert len(last[0]) == len(last[1]) == 1
+    assert torch.equal(last[0][0], full[0][-1]) and torch.equal(last[1][0], full[1][-1])
+
+
 def test_vit_block_with_fused_attention_equals_open_clip(model):
     block = model.vit_backbone.clip_model.visual.transformer.resblocks[0]
     tokens = torch.randn(2, 11, block.attn.embed_dim)

@@ -1,7 +1,7 @@
 """The lightweight decoder (``light_weight_decoder``): N learned proposal kernels refined in
 a few stages into masks and class embeddings, with Vocabulary-Aware Selection on the neck and
 the up-sampled ViT features as a second view of each proposal."""
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -91,14 +91,18 @@ class DecoderStage(nn.Module):
                     nn.init.zeros_(m.bias)
 
     def forward(self, features: torch.Tensor, vit_features: torch.Tensor, kernels: torch.Tensor,
-                masks: torch.Tensor, classifier: TextClassifier) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                masks: torch.Tensor, classifier: TextClassifier,
+                classify: bool = True) -> Tuple[Optional[torch.Tensor], torch.Tensor, torch.Tensor]:
         """
         Args:
             features: (B, C, h, w) F, the selected neck features.
             vit_features: (B, Cv, h, w) up-sampled ViT features.
             kernels: (B, N, C) proposal kernels; masks: (B, N, h, w) their mask logits.
+            classify: False skips the class logits (mask pooling, embedding experts, class
+                embedding), which the next stage does not read.
         Returns:
-            class logits (B, N, T + 1), new mask logits (B, N, h, w), new kernels (B, N, C).
+            class logits (B, N, T + 1) (None without ``classify``), new mask logits
+            (B, N, h, w), new kernels (B, N, C).
         """
         hard = (masks.sigmoid() > 0.5).to(features.dtype)
         f = mask_sum(features, hard)
@@ -108,6 +112,8 @@ class DecoderStage(nn.Module):
         kernels = self.ffn_norm(k + self.ffn(k))
 
         masks = torch.einsum("bnc,bchw->bnhw", self.fc_mask(self.mask_fcs(kernels)), features)
+        if not classify:
+            return None, masks, kernels
         hard = binary_masks(masks)
         pooled = self._mask_pooling_proj(mask_average(features, hard))
         pooled_vit = self._spatial_mask_pooling_proj(mask_average(vit_features, hard))
@@ -143,21 +149,26 @@ class LightweightDecoder(nn.Module):
         )
         self.criterion = criterion
 
-    def forward(self, neck: torch.Tensor, vit_features: torch.Tensor,
-                classifier: TextClassifier) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+    def forward(self, neck: torch.Tensor, vit_features: torch.Tensor, classifier: TextClassifier,
+                all_stages: bool = True) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
         """
         Args:
             neck: (B, C, Hp/4, Wp/4); vit_features: (B, Cv, Hp/16, Wp/16).
+            all_stages: False (inference) computes only the last stage's outputs: the earlier
+                stages' class logits and masks feed only the training loss.
         Returns:
-            per stage: class logits (B, N, T + 1) and mask logits (B, N, Hp/4, Wp/4).
+            per stage (the last one only without ``all_stages``): class logits (B, N, T + 1)
+            and mask logits (B, N, Hp/4, Wp/4).
         """
         features = self.vas(neck, classifier.weight)
         vit_up = self.output_upscaling(vit_features)
         kernels = self.object_kernels.weight.expand(neck.shape[0], -1, -1)
         masks = torch.einsum("bnc,bchw->bnhw", kernels, features)
         class_logits, mask_logits = [], []
-        for stage in self.mask_heads:
-            logits, masks, kernels = stage(features, vit_up, kernels, masks, classifier)
-            class_logits.append(logits)
-            mask_logits.append(masks)
+        last = len(self.mask_heads) - 1
+        for i, stage in enumerate(self.mask_heads):
+            logits, masks, kernels = stage(features, vit_up, kernels, masks, classifier, all_stages or i == last)
+            if all_stages or i == last:
+                class_logits.append(logits)
+                mask_logits.append(masks)
         return class_logits, mask_logits

@@ -243,13 +243,15 @@ class EOV_SEG(nn.Module):  # noqa: N801  (the registered name of the authors' co
     def normalize(self, batched_inputs: List[dict]) -> List[torch.Tensor]:
         return [(x["image"].to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
 
-    def predict(self, images: torch.Tensor, classifier: TextClassifier) -> Tuple[List[torch.Tensor], List[torch.Tensor], Dict]:
+    def predict(self, images: torch.Tensor, classifier: TextClassifier,
+                all_stages: bool = True) -> Tuple[List[torch.Tensor], List[torch.Tensor], Dict]:
         """(B, 3, Hp, Wp) padded images -> per-stage class logits (B, N, T + 1) and mask logits
-        (B, N, Hp/4, Wp/4), and the CNN CLIP features."""
+        (B, N, Hp/4, Wp/4) (the last stage's only without ``all_stages``), and the CNN CLIP
+        features."""
         features = self.cnn_backbone(images)
         vit = self.vit_backbone(images)
         neck = self.lite_aggr(features)
-        class_logits, mask_logits = self.light_weight_decoder(neck, vit, classifier)
+        class_logits, mask_logits = self.light_weight_decoder(neck, vit, classifier, all_stages)
         return class_logits, mask_logits, features
 
     def forward(self, batched_inputs: List[dict]):
@@ -299,7 +301,7 @@ class EOV_SEG(nn.Module):  # noqa: N801  (the registered name of the authors' co
         reduced = self.inference_dtype is not None
         with torch.autocast(self.device.type, dtype=self.inference_dtype) if reduced else nullcontext():
             class_logits, mask_logits, features = self.predict(
-                images.contiguous(memory_format=torch.channels_last), classifier)
+                images.contiguous(memory_format=torch.channels_last), classifier, all_stages=False)
             dense = features["clip_vis_dense"]
             clip_masks = F.interpolate(mask_logits[-1], size=dense.shape[-2:], mode="bilinear", align_corners=False)
             clip_logits = classifier.logits(self.cnn_backbone.embed_masks(dense, clip_masks),
