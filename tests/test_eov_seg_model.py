@@ -1,5 +1,6 @@
 """EOV-Seg without the fixture: the ResNet path, the ensemble, batching, vocabularies, training,
 and the release configs' sizes."""
+import copy
 import json
 
 import pytest
@@ -220,6 +221,40 @@ def test_vocabulary_selection_in_bands_equals_the_training_computation(monkeypat
         banded = vas(neck, classifier)
     assert torch.allclose(banded, expected, atol=1e-6)
     assert expected.std() > 0.01  # the best responses differ from pixel to pixel
+
+
+def test_inference_folds_the_resnet_batchnorms(model):
+    """Without gradients the ResNet CLIP's trunk runs with its BatchNorms folded into the
+    convolutions: the same features as the released modules (non-trivial statistics), refolded
+    after a weight changes; with gradients it runs the released modules; no checkpoint key."""
+    cnn = copy.deepcopy(model.cnn_backbone)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for bn in (m for m in cnn.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.normal_()
+            bn.bias.normal_()
+    keys = set(cnn.state_dict())
+    images = torch.randn(1, 3, 64, 96).contiguous(memory_format=torch.channels_last)
+
+    def compare():
+        released = cnn(images)  # gradients on: the BatchNorm modules
+        with torch.no_grad():
+            folded = cnn(images)
+        for name, expected in released.items():
+            assert torch.allclose(folded[name], expected, rtol=1e-4, atol=1e-4), name
+        return folded["res5"]
+
+    before = compare()
+    trunk = cnn.folded_trunk()
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in trunk.modules())
+    assert cnn.folded_trunk() is trunk  # kept while the weights do not change
+    with torch.no_grad():
+        cnn.clip_model.visual.layer4[-1].bn3.running_mean.add_(1.0)
+    assert not torch.allclose(compare(), before, atol=1e-3)
+    assert cnn.folded_trunk() is not trunk
+    assert set(cnn.state_dict()) == keys
 
 
 @torch.no_grad()

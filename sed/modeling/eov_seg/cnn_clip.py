@@ -6,14 +6,16 @@ follows the built model's type (open_clip ``ModifiedResNet`` or a timm ConvNeXt 
 its name. The whole open_clip model is held as ``clip_model`` (released names
 ``cnn_backbone.clip_model.*``), frozen and always in eval mode.
 """
+import copy
 import math
-from typing import Dict, Type
+from typing import Dict, Tuple, Type
 
 import torch
 import torch.nn.functional as F
-from open_clip.modified_resnet import ModifiedResNet
+from open_clip.modified_resnet import Bottleneck, ModifiedResNet
 from open_clip.timm_model import TimmModel
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .pooling import binary_masks, mask_average
 
@@ -82,17 +84,64 @@ class ConvNeXtCLIP(CNNCLIP):
         return self.clip_model.visual.head(pooled.squeeze(-1).transpose(1, 2))
 
 
+# The parts of an open_clip ``ModifiedResNet`` that ``ResNetCLIP.forward`` runs.
+RESNET_TRUNK: Tuple[str, ...] = ("conv1", "bn1", "act1", "conv2", "bn2", "act2", "conv3", "bn3", "act3", "avgpool",
+                                 "layer1", "layer2", "layer3", "layer4")
+
+
+def fold_resnet_batchnorms(visual: ModifiedResNet) -> nn.Module:
+    """A copy of the trunk of ``visual`` (:data:`RESNET_TRUNK`, no attention pool) with every
+    BatchNorm folded into the convolution before it, as evaluation-mode BatchNorm computes:
+    ``convK``/``bnK`` of the stem and of each ``Bottleneck``, and each down-sampling branch's
+    convolution and BatchNorm. The BatchNorms become identities, so the copy runs the same
+    forward code with one pass over each activation fewer."""
+    trunk = nn.Module()
+    for name in RESNET_TRUNK:
+        setattr(trunk, name, copy.deepcopy(getattr(visual, name)))
+    for module in [trunk, *(m for m in trunk.modules() if isinstance(m, Bottleneck))]:
+        for k in (1, 2, 3):
+            setattr(module, f"conv{k}", fuse_conv_bn_eval(getattr(module, f"conv{k}"), getattr(module, f"bn{k}")))
+            setattr(module, f"bn{k}", nn.Identity())
+        if getattr(module, "downsample", None) is not None:
+            branch = module.downsample
+            branch[1] = fuse_conv_bn_eval(branch[1], branch[2])
+            branch[2] = nn.Identity()
+    return trunk.requires_grad_(False)
+
+
 class ResNetCLIP(CNNCLIP):
-    """open_clip ``ModifiedResNet`` (the OpenAI ``RN50``, ``RN50x4``, ...)."""
+    """open_clip ``ModifiedResNet`` (the OpenAI ``RN50``, ``RN50x4``, ...).
+
+    Without gradients (inference) the trunk runs from a copy with its BatchNorms folded into
+    the convolutions (:func:`fold_resnet_batchnorms`), made at the first such call and again
+    whenever a weight of the image tower changed (a checkpoint load, a move to another
+    device); with gradients (training, where the tower is frozen too) it runs the released
+    modules, so training computes exactly what it did without the copy. Exported graphs
+    trace the released modules too (the copy is made from the weights' storage, which a
+    traced tensor does not have).
+    """
 
     def __init__(self, clip_model: nn.Module):
         super().__init__(clip_model)
         visual = clip_model.visual
         layers = (visual.layer1, visual.layer2, visual.layer3, visual.layer4)
         self.feature_channels = {f"res{i + 2}": layer[-1].bn3.num_features for i, layer in enumerate(layers)}
+        # (weights' storage and versions, folded trunk); not a submodule: no checkpoint keys.
+        self.__dict__["_folded"] = (None, None)
+
+    def folded_trunk(self) -> nn.Module:
+        """The trunk with folded BatchNorms, up to date with the current weights."""
+        visual = self.clip_model.visual
+        trunk = [getattr(visual, name) for name in RESNET_TRUNK]
+        key = tuple((t.data_ptr(), t._version) for m in trunk for t in (*m.parameters(), *m.buffers()))
+        if self._folded[0] != key:
+            self.__dict__["_folded"] = (None, None)  # free the old copy before making the new one
+            self.__dict__["_folded"] = (key, fold_resnet_batchnorms(visual))
+        return self._folded[1]
 
     def forward(self, images):
-        v = self.clip_model.visual
+        folded = not torch.is_grad_enabled() and not torch.compiler.is_exporting()
+        v = self.folded_trunk() if folded else self.clip_model.visual
         x = v.act1(v.bn1(v.conv1(images)))
         x = v.act2(v.bn2(v.conv2(x)))
         x = v.act3(v.bn3(v.conv3(x)))
