@@ -1,0 +1,374 @@
+"""One SED-B implementation in its own process: ours, or the authors' (xb534/SED).
+
+Started by ``compare.py`` (which sets PYTHONPATH: the repository root, and for the authors'
+code its bundled open_clip first, shadowing the pip one). Both implementations are packages
+named ``sed`` that register a detectron2 meta-architecture named ``SED`` and need different
+open_clip versions, so they cannot share a process.
+
+Tasks:
+  export-weights   (ref)  build the authors' model with random weights (fixed seed) and save
+                          its state_dict as ``{"model": state_dict}``
+  text-embeddings  (ours) load those weights through DetectionCheckpointer (reporting missing
+                          / unexpected keys) and encode the vocabulary's prompt-ensembled
+                          text embeddings once: (T, P, C) float32
+  check-text       (ref)  encode a few classes with the authors' own code, compare
+  serve            (both) load the weights and the text embeddings, then run forward passes
+                          on command (one JSON line per command on stdin, one JSON answer
+                          per line on the protocol fd), so that a driver can interleave them
+
+Nothing here changes either implementation's computation: the harness-side patches of the
+authors' code (see README.md) only avoid downloads and the 20-minute text encoding at build.
+"""
+import argparse
+import gc
+import json
+import os
+import resource
+import sys
+import time
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--impl", choices=("ours", "ref"), required=True)
+    p.add_argument("--root", required=True, help="repository root of this implementation")
+    p.add_argument("--task", choices=("export-weights", "text-embeddings", "check-text", "serve"), required=True)
+    p.add_argument("--workdir", required=True, help="folder for weights, embeddings, outputs")
+    p.add_argument("--vocab", required=True, help="class-name JSON (A-150: datasets/ade150.json)")
+    p.add_argument("--config", default="configs/convnextB_768.yaml", help="relative to --root")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--reinit", choices=("none", "normal"), default="none",
+                   help="normal: re-draw every weight (dim > 1) of the reference from N(0, 0.02), biases 0")
+    p.add_argument("--fast", action="store_true", help="TEST.FAST_INFERENCE True")
+    p.add_argument("--topk", type=int, default=8, help="TEST.TOPK")
+    p.add_argument("--ours-opts", nargs="*", default=[], help="ours: extra config KEY VALUE pairs")
+    p.add_argument("--ref-reuse-memory", action="store_true",
+                   help="serve (ref): apply the same glibc mallopt setting as our CPU_REUSE_MEMORY")
+    p.add_argument("--check-classes", default="0,1,2,75,149", help="check-text: class indices")
+    return p.parse_args()
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def rss_mb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def reset_peak_rss():
+    """Reset VmHWM (Linux >= 4.0) so that later peaks exclude model building."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def vocab_names(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+# --------------------------------------------------------------------------- the authors' code
+def build_ref(args, *, stub_text=True):
+    import open_clip
+    import torch
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+    from detectron2.projects.deeplab import add_deeplab_config
+
+    root = os.path.abspath(args.root)
+    bundled = os.path.join(root, "open_clip", "src", "open_clip")
+    if not os.path.abspath(open_clip.__file__).startswith(bundled):
+        raise RuntimeError(f"open_clip comes from {open_clip.__file__}, not the bundled {bundled}")
+
+    import sed  # the authors' package (registers SED, SEDHead, CLIP backbone)
+    from sed import add_sed_config
+    from sed.modeling.transformer import sed_predictor
+
+    if not os.path.abspath(sed.__file__).startswith(root):
+        raise RuntimeError(f"sed comes from {sed.__file__}, not {root}")
+
+    # Harness patch 1: random CLIP init. The predictor hard-codes the pretrained tag
+    # ('laion_aesthetic_s13b_b82k'), which cannot be downloaded here.
+    original_create = open_clip.create_model_and_transforms
+
+    def create_random(*a, **kw):
+        kw["pretrained"] = None
+        if len(a) > 1:
+            a = a[:1]
+        return original_create(*a, **kw)
+
+    open_clip.create_model_and_transforms = create_random
+    # Harness patch 2: the predictor encodes the train and test vocabularies (80 templates)
+    # while it is built (~20 min for 150 classes on 2 CPU cores). Build with placeholder
+    # embeddings of the same shape; the real ones are injected into `text_features_test`.
+    original_embed = sed_predictor.SEDPredictor.class_embeddings
+    if stub_text:
+        def placeholder(self, classnames, templates, clip_model):
+            dim = clip_model.text_projection.shape[-1]
+            return torch.zeros(len(templates), len(classnames), dim)
+
+        sed_predictor.SEDPredictor.class_embeddings = placeholder
+
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_sed_config(cfg)
+    cfg.merge_from_file(os.path.join(root, args.config))
+    vocab = os.path.abspath(args.vocab)
+    cfg.merge_from_list([
+        "MODEL.DEVICE", "cpu",
+        "MODEL.WEIGHTS", "",
+        "MODEL.ENC.CLIP_PRETRAINED_WEIGHTS", "",
+        "MODEL.SEM_SEG_HEAD.TRAIN_CLASS_JSON", vocab,
+        "MODEL.SEM_SEG_HEAD.TEST_CLASS_JSON", vocab,
+        "MODEL.SEM_SEG_HEAD.POOLING_SIZES", [1, 1],
+        "TEST.FAST_INFERENCE", bool(args.fast),
+        "TEST.TOPK", int(args.topk),
+    ])
+    cfg.freeze()
+    torch.manual_seed(args.seed)
+    try:
+        model = build_model(cfg).eval()
+    finally:
+        open_clip.create_model_and_transforms = original_create
+        sed_predictor.SEDPredictor.class_embeddings = original_embed
+    return cfg, model
+
+
+def ref_inject_text(model, embeddings):
+    # SEDPredictor.forward reads `text_features_test` (T, P, C) at inference.
+    model.sem_seg_head.predictor.text_features_test = embeddings.float().clone()
+
+
+# --------------------------------------------------------------------------- ours
+def build_ours(args):
+    import torch
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    import sed
+    from sed.config import add_project_config
+    from sed.cpu_memory import configure_cpu_memory
+
+    root = os.path.abspath(args.root)
+    if not os.path.abspath(sed.__file__).startswith(root):
+        raise RuntimeError(f"sed comes from {sed.__file__}, not {root}")
+    cfg = get_cfg()
+    add_project_config(cfg)
+    cfg.merge_from_file(os.path.join(root, args.config))
+    vocab = os.path.abspath(args.vocab)
+    cfg.merge_from_list([
+        "MODEL.DEVICE", "cpu",
+        "MODEL.ENC.CLIP_PRETRAINED_WEIGHTS", "",
+        "MODEL.SEM_SEG_HEAD.TRAIN_CLASS_JSON", vocab,
+        "MODEL.SEM_SEG_HEAD.TEST_CLASS_JSON", vocab,
+        "MODEL.SEM_SEG_HEAD.TEXT_CACHE_DIR", "",
+        "MODEL.SEM_SEG_HEAD.POOLING_SIZES", [1, 1],
+        "TEST.FAST_INFERENCE", bool(args.fast),
+        "TEST.TOPK", int(args.topk),
+        "TEST.PRECISION", "float32",
+    ] + list(args.ours_opts))
+    cfg.freeze()
+    # as this project's entry points (tools/benchmark.py, the predictor, train_net.py) do
+    log(f"ours: CPU_REUSE_MEMORY={cfg.CPU_REUSE_MEMORY} applied={configure_cpu_memory(cfg)}")
+    torch.manual_seed(args.seed)
+    model = build_model(cfg).eval()
+    return cfg, model
+
+
+def ours_load_weights(model, path):
+    """Load a released-layout checkpoint through DetectionCheckpointer; return its
+    missing / unexpected keys and shape mismatches."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    checkpointer = DetectionCheckpointer(model)
+    found = {}
+    original = checkpointer._load_model
+
+    def record(checkpoint):
+        incompatible = original(checkpoint)
+        found["missing"] = list(incompatible.missing_keys)
+        found["unexpected"] = list(incompatible.unexpected_keys)
+        found["incorrect_shapes"] = [list(map(str, s)) for s in incompatible.incorrect_shapes]
+        return incompatible
+
+    checkpointer._load_model = record
+    checkpointer.load(path)
+    return found
+
+
+def ours_inject_text(model, embeddings):
+    model.class_embeddings.put(model.test_class_names, embeddings)
+
+
+# --------------------------------------------------------------------------- tasks
+def reinit_normal(model, seed):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if p.dim() > 1:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+            elif name.endswith("bias"):
+                p.zero_()
+
+
+def task_export_weights(args):
+    import torch
+
+    _, model = build_ref(args)
+    if args.reinit == "normal":
+        reinit_normal(model, args.seed)
+    sd = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    path = os.path.join(args.workdir, "weights_released_layout.pth")
+    torch.save({"model": sd}, path)
+    info = {
+        "keys": len(sd),
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "prefixes": sorted({".".join(k.split(".")[:4]) for k in sd}),
+        "reinit": args.reinit,
+        "seed": args.seed,
+    }
+    json.dump(info, open(os.path.join(args.workdir, "weights_info.json"), "w"), indent=1)
+    log(json.dumps(info)[:2000])
+
+
+def task_text_embeddings(args):
+    import torch
+
+    _, model = build_ours(args)
+    found = ours_load_weights(model, os.path.join(args.workdir, "weights_released_layout.pth"))
+    names = vocab_names(args.vocab)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        emb = model.class_embeddings.compute(model.encoder.clip, names).float().cpu()
+    seconds = time.perf_counter() - t0
+    torch.save(emb, os.path.join(args.workdir, "text_embeddings.pt"))
+    info = {"load": found, "shape": list(emb.shape), "encode_s": seconds,
+            "parameters": int(sum(p.numel() for p in model.parameters()))}
+    json.dump(info, open(os.path.join(args.workdir, "ours_load_and_text.json"), "w"), indent=1)
+    log(json.dumps(info)[:2000])
+
+
+def task_check_text(args):
+    import torch
+    from sed.third_party import imagenet_templates
+
+    _, model = build_ref(args)
+    state = torch.load(os.path.join(args.workdir, "weights_released_layout.pth"), map_location="cpu")["model"]
+    model.load_state_dict(state, strict=True)
+    ours = torch.load(os.path.join(args.workdir, "text_embeddings.pt"))
+    names = vocab_names(args.vocab)
+    idx = [int(i) for i in args.check_classes.split(",")]
+    predictor = model.sem_seg_head.predictor
+    t0 = time.perf_counter()
+    ref = predictor.class_embeddings([names[i] for i in idx], imagenet_templates.IMAGENET_TEMPLATES,
+                                     predictor.clip_model).permute(1, 0, 2).float()
+    seconds = time.perf_counter() - t0
+    diff = (ref - ours[idx]).abs()
+    info = {
+        "classes": {str(i): names[i] for i in idx},
+        "max_abs_diff": float(diff.max()),
+        "per_class_max_abs_diff": [float(d) for d in diff.flatten(1).max(dim=1).values],
+        "bitwise_identical": bool(torch.equal(ref, ours[idx])),
+        "reference_encode_s": seconds,
+        # How distinct the random text tower makes the classes (1.0: all the same direction).
+        "mean_offdiag_cosine_of_class_means": None,
+    }
+    mean = torch.nn.functional.normalize(ours.mean(dim=1), dim=-1)
+    cos = mean @ mean.T
+    n = cos.shape[0]
+    info["mean_offdiag_cosine_of_class_means"] = float((cos.sum() - cos.diagonal().sum()) / (n * n - n))
+    json.dump(info, open(os.path.join(args.workdir, "text_check.json"), "w"), indent=1)
+    log(json.dumps(info))
+
+
+def task_serve(args):
+    import torch
+
+    # Answers go to a private copy of stdout; anything else printed goes to stderr.
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    weights = os.path.join(args.workdir, "weights_released_layout.pth")
+    load_info = None
+    if args.impl == "ref":
+        if args.ref_reuse_memory:
+            import ctypes
+            import ctypes.util
+            libc = ctypes.CDLL(ctypes.util.find_library("c"))
+            libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+            ok = libc.mallopt(-4, 0) and libc.mallopt(-1, -1)  # M_MMAP_MAX 0, M_TRIM_THRESHOLD -1
+            log(f"ref: glibc mallopt (as our CPU_REUSE_MEMORY) applied={bool(ok)}")
+        _, model = build_ref(args)
+        state = torch.load(weights, map_location="cpu")["model"]
+        result = model.load_state_dict(state, strict=True)
+        load_info = {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys)}
+        del state
+        inject = ref_inject_text
+    else:
+        _, model = build_ours(args)
+        load_info = ours_load_weights(model, weights)
+        inject = ours_inject_text
+    inject(model, torch.load(os.path.join(args.workdir, "text_embeddings.pt")))
+    image = torch.load(os.path.join(args.workdir, "image.pt"))
+    inputs = [{"image": image, "height": int(image.shape[1]), "width": int(image.shape[2])}]
+    build_s = time.perf_counter() - t0
+    gc.collect()
+    rss_before = rss_mb("VmRSS")
+    peak_reset = reset_peak_rss()
+    proto.write(json.dumps({
+        "ready": True, "impl": args.impl, "build_s": build_s, "load": load_info,
+        "rss_after_build_mb": rss_before, "peak_reset": peak_reset, "threads": torch.get_num_threads(),
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+    }) + "\n")
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd.get("cmd") == "quit":
+            break
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = model(inputs)[0]["sem_seg"]
+        seconds = time.perf_counter() - start
+        answer = {"seconds": seconds, "shape": list(out.shape), "dtype": str(out.dtype)}
+        if cmd.get("save"):
+            torch.save(out.detach().cpu().contiguous(), cmd["save"])
+            answer["saved"] = cmd["save"]
+        answer["classes_nonzero"] = int((out.flatten(1).abs().amax(dim=1) > 0).sum())
+        answer["peak_rss_since_build_mb"] = rss_mb("VmHWM")
+        answer["rss_mb"] = rss_mb("VmRSS")
+        del out
+        proto.write(json.dumps(answer) + "\n")
+    proto.write(json.dumps({
+        "bye": True,
+        "peak_rss_since_build_mb": rss_mb("VmHWM"),
+        "peak_rss_process_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    }) + "\n")
+
+
+def main():
+    args = parse_args()
+    os.makedirs(args.workdir, exist_ok=True)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    {
+        "export-weights": task_export_weights,
+        "text-embeddings": task_text_embeddings,
+        "check-text": task_check_text,
+        "serve": task_serve,
+    }[args.task](args)
+
+
+if __name__ == "__main__":
+    main()
