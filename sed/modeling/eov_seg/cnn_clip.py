@@ -17,6 +17,7 @@ from open_clip.timm_model import TimmModel
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ...clip.convnext import run_stage
 from .pooling import binary_masks, mask_average
 
 
@@ -60,7 +61,8 @@ class CNNCLIP(nn.Module):
 
 
 class ConvNeXtCLIP(CNNCLIP):
-    """open_clip ``TimmModel`` with a ConvNeXt trunk (e.g. ``convnext_large_d_320``)."""
+    """open_clip ``TimmModel`` with a ConvNeXt trunk (e.g. ``convnext_large_d_320``); its stages
+    run with fused CPU kernels at inference (:func:`sed.clip.convnext.run_stage`)."""
 
     def __init__(self, clip_model: nn.Module):
         super().__init__(clip_model)
@@ -72,7 +74,7 @@ class ConvNeXtCLIP(CNNCLIP):
         x = trunk.stem(images)
         features = {"stem": x}
         for i, stage in enumerate(trunk.stages):
-            x = stage(x)
+            x = run_stage(stage, x)
             features[f"res{i + 2}"] = x
         features["clip_vis_dense"] = trunk.norm_pre(x)
         return features

@@ -10,12 +10,15 @@ from typing import Dict
 import torch
 from torch import nn
 
+from ...clip.convnext import run_stage
+
 
 class CLIPImageEncoder(nn.Module):
     """Image side of the CLIP model: hierarchical features and the dense CLIP embedding.
 
     Holds the whole CLIP model as ``clip`` so that its parameter names stay open_clip's own;
-    only the image tower is used here.
+    only the image tower is used here. Its stages run with fused CPU kernels at inference
+    (:func:`sed.clip.convnext.run_stage`).
     """
 
     def __init__(self, clip_model: nn.Module):
@@ -39,7 +42,7 @@ class CLIPImageEncoder(nn.Module):
         x = trunk.stem(images)
         features = {}
         for i, stage in enumerate(trunk.stages):
-            x = stage(x)
+            x = run_stage(stage, x)
             features[f"res{i + 2}"] = x
         x = trunk.head.norm(trunk.norm_pre(x))
         x = self.clip.visual.head(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
