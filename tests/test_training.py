@@ -1,6 +1,7 @@
 """Training machinery: accumulation, NaN losses, config errors, distributed CPU training,
 and one step of the training loop on the released-format fixture."""
 import json
+import os
 import subprocess
 import sys
 
@@ -109,28 +110,49 @@ def test_two_cpu_processes_train_and_evaluate(tmp_path, env_with_datasets):
     assert "mIoU" in json.loads((out / "results.json").read_text())["sed_synthetic_val"]["sem_seg"]
 
 
-def test_loss_falls_on_the_embedded_default(tmp_path, env_with_datasets):
-    out = tmp_path / "out"
-    result = sh("run.sh", "configs/synthetic_tiny.yaml", "0", str(out), *FAST, "SOLVER.MAX_ITER", "40",
-                "TEST.EVAL_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD", "100", env=env_with_datasets)
-    assert result.returncode == 0, result.stderr[-3000:]
-    records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
-    losses = [r["total_loss"] for r in records if "total_loss" in r]
-    assert len(losses) == 2 and losses[1] < 0.9 * losses[0]
-
-
-def test_quick_start_training_is_deterministic_given_the_seed(tmp_path, env_with_datasets):
-    """The quick start's path: spread text weights (tools/spread_text_tower.py), then two runs
-    with one seed log the same losses."""
-    clip = tmp_path / "clip.pt"
+@pytest.fixture(scope="module")
+def spread_clip(tmp_path_factory):
+    """The quick start's CLIP weights: tools/spread_text_tower.py as quickstart.sh runs it."""
+    clip = tmp_path_factory.mktemp("clip") / "tiny_clip_spread_text.pt"
     result = subprocess.run([sys.executable, "tools/spread_text_tower.py", "--config-file", "configs/synthetic_tiny.yaml",
-                             "--output", str(clip), "--steps", "20"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                             "--output", str(clip)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    return clip
+
+
+# The quick start's training cut to QUICK_START_ITERATIONS of its 400 iterations still learns
+# every class to QUICK_START_MIN_IOU: seed 0 on one thread reached 83.3 at worst (the yellow
+# star) on a 2-core AMD EPYC; the margin is for another CPU's floating-point order, while a
+# class the model fails to learn scores below 10.
+QUICK_START_ITERATIONS = 200
+QUICK_START_MIN_IOU = 50.0
+
+
+def test_quick_start_learns_every_class(tmp_path, spread_clip):
+    """The quick start's path, shorter: the embedded default dataset as datasets/prepare_synthetic.py
+    writes it, the spread text tower, and configs/synthetic_tiny.yaml through run.sh. A class the
+    model fails to learn scores near 0 (the yellow star did, on one CPU, before every shape
+    covered the same area)."""
+    from sed.data.synthetic import generate
+
+    generate(str(tmp_path / "datasets"))
+    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "datasets"), HOME=str(tmp_path))
+    out = tmp_path / "out"
+    result = sh("run.sh", "configs/synthetic_tiny.yaml", "0", str(out), "MODEL.ENC.CLIP_PRETRAINED_WEIGHTS",
+                str(spread_clip), "SOLVER.MAX_ITER", str(QUICK_START_ITERATIONS), env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "results.json").read_text())["sed_synthetic_val"]["sem_seg"]
+    ious = {k[len("IoU-"):]: v for k, v in metrics.items() if k.startswith("IoU-")}
+    assert len(ious) == 5 and min(ious.values()) >= QUICK_START_MIN_IOU, ious
+
+
+def test_quick_start_training_is_deterministic_given_the_seed(tmp_path, env_with_datasets, spread_clip):
+    """The quick start's path: spread text weights, then two runs with one seed log the same losses."""
     losses = []
     for run in ("a", "b"):
         out = tmp_path / run
-        result = train_net("MODEL.ENC.CLIP_PRETRAINED_WEIGHTS", str(clip), "SOLVER.MAX_ITER", "3", "TEST.EVAL_PERIOD", "0",
-                           "SEED", "5", env=env_with_datasets, out=out)
+        result = train_net("MODEL.ENC.CLIP_PRETRAINED_WEIGHTS", str(spread_clip), "SOLVER.MAX_ITER", "3",
+                           "TEST.EVAL_PERIOD", "0", "SEED", "5", env=env_with_datasets, out=out)
         assert result.returncode == 0, result.stderr[-3000:]
         metrics = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
         losses.append([{k: v for k, v in m.items() if "loss" in k} for m in metrics])

@@ -53,7 +53,8 @@ def _shape_mask(kind: str, rng: np.random.Generator, size: int) -> np.ndarray:
     """A filled shape (size, size) bool with the area of a circle of radius size/7 to size/4."""
     mask = np.zeros((size, size), np.uint8)
     radius = rng.integers(size // 7, size // 4) * EXTENT[kind]
-    cx, cy = (int(v) for v in rng.integers(int(np.ceil(radius)), size - int(np.ceil(radius)), 2))
+    margin = int(np.ceil(radius))
+    cx, cy = (int(v) for v in rng.integers(margin, size - margin, 2))
     if kind == "circle":
         cv2.circle(mask, (cx, cy), int(round(radius)), 1, -1)
     elif kind == "square":
