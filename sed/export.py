@@ -238,12 +238,19 @@ def _node_modules(program: torch.export.ExportedProgram) -> Dict[str, str]:
 def to_onnx(program: torch.export.ExportedProgram, input_names: Sequence[str], output_names: Sequence[str]):
     """The ONNX program of an exported program; an operator without an ONNX translation stops
     with its name and module."""
+    import onnxscript.optimizer
+
     try:
-        # Without onnxscript's graph optimizer: its "x + 0 -> x" rule takes any constant within
-        # 1e-8 of 0 for 0 and drops the 1e-8 of EOV-Seg's mask averages (0 / 0 then). onnxruntime
-        # optimises the graph when it loads it.
-        return torch.onnx.export(program, input_names=list(input_names), output_names=list(output_names),
-                                 dynamo=True, optimize=False, verbose=False)
+        # Without onnxscript's rewrite rules: its "x + 0 -> x" rule takes any constant within
+        # 1e-8 of 0 for 0 and drops the 1e-8 of EOV-Seg's mask averages (0 / 0 then). Constant
+        # folding only: it turns the translation's computed constants (a convolution without
+        # bias gets zeros cast like its input) into initializers, which onnxruntime needs to fold
+        # BatchNorms into convolutions and fuse activations when it loads the graph.
+        onnx_program = torch.onnx.export(program, input_names=list(input_names), output_names=list(output_names),
+                                         dynamo=True, optimize=False, verbose=False)
+        onnxscript.optimizer.fold_constants(onnx_program.model)
+        onnxscript.optimizer.remove_unused_nodes(onnx_program.model)
+        return onnx_program
     except Exception as error:
         text = str(error)
         node = re.search(r"Error when translating node %(\w+) : .*?target=([\w.:]+)", text)

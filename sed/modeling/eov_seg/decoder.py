@@ -9,7 +9,7 @@ from detectron2.layers.batch_norm import LayerNorm as ChannelLayerNorm
 from torch import nn
 
 from .embedding_experts import DynamicEmbeddingExperts
-from .pooling import binary_masks, mask_average, mask_sum
+from .pooling import binary_masks, mask_average, mask_sum, pixel_products
 from .text_classifier import TextClassifier
 from .vocabulary_selection import VocabularyAwareSelection
 
@@ -111,7 +111,7 @@ class DecoderStage(nn.Module):
         k = self.s_atten_norm(k + self.s_atten(k, k, k, need_weights=False)[0])
         kernels = self.ffn_norm(k + self.ffn(k))
 
-        masks = torch.einsum("bnc,bchw->bnhw", self.fc_mask(self.mask_fcs(kernels)), features)
+        masks = pixel_products(self.fc_mask(self.mask_fcs(kernels)), features)
         if not classify:
             return None, masks, kernels
         hard = binary_masks(masks)
@@ -163,7 +163,7 @@ class LightweightDecoder(nn.Module):
         features = self.vas(neck, classifier.weight)
         vit_up = self.output_upscaling(vit_features)
         kernels = self.object_kernels.weight.expand(neck.shape[0], -1, -1)
-        masks = torch.einsum("bnc,bchw->bnhw", kernels, features)
+        masks = pixel_products(kernels, features)
         class_logits, mask_logits = [], []
         last = len(self.mask_heads) - 1
         for i, stage in enumerate(self.mask_heads):
