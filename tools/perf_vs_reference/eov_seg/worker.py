@@ -23,9 +23,11 @@ import gc
 import json
 import math
 import os
-import resource
 import sys
 import time
+
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # harness_common
+from harness_common import build_from, configure_ours_cpu_memory, log, ours_load_weights, reset_peak_rss, rss_mb, ru_maxrss_mb  # noqa: E402
 
 
 def parse_args():
@@ -58,32 +60,6 @@ def parse_args():
     p.add_argument("--semantic-extra", action="store_true",
                    help="serve: answer 'semantic' commands (an untimed extra pass with SEMANTIC_ON)")
     return p.parse_args()
-
-
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
-
-
-def rss_mb(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def reset_peak_rss():
-    """Reset VmHWM (Linux >= 4.0) so that later peaks exclude model building."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def ru_maxrss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def load_vocab(path):
@@ -160,32 +136,18 @@ def register_vocab(name, entries):
 
 
 def build_ref(args):
-    import torch
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
-
-    root = os.path.abspath(args.root)
     install_cpu_patches()
     import eov_seg  # the authors' package: registers EOV_SEG and its CLIP backbone
     from eov_seg import add_eov_config
 
-    if not os.path.abspath(eov_seg.__file__).startswith(root):
-        raise RuntimeError(f"eov_seg comes from {eov_seg.__file__}, not {root}")
-    cfg = get_cfg()
-    add_eov_config(cfg)
-    cfg.merge_from_file(os.path.join(root, args.config))
-    cfg.merge_from_list([
+    return build_from(eov_seg, args.root, [add_eov_config], args.config, [
         "MODEL.DEVICE", "cpu",
         "MODEL.WEIGHTS", "",
         "MODEL.OV_HEAD.CLIP_PRETRAINED_WEIGHTS", "",
         "MODEL.OV_HEAD.CLIP_VIT_PRETRAINED_WEIGHTS", "",
         "DATASETS.TRAIN", (register_vocab("perf_eov_train", load_vocab(args.train_vocab)),),
         "DATASETS.TEST", (register_vocab("perf_eov_test", load_vocab(args.test_vocab)),),
-    ])
-    cfg.freeze()
-    torch.manual_seed(args.seed)
-    model = build_model(cfg).eval()
-    return cfg, model
+    ], seed=args.seed)
 
 
 def ref_inject_text(model, classifier):
@@ -204,20 +166,10 @@ def ref_set_semantic(model, on):
 # and the predictor), CLIP pretrained tags "" (random towers, replaced by the reference's weights),
 # no disk text cache, the harness's vocabulary files.
 def build_ours(args):
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
-
-    root = os.path.abspath(args.root)
     import sed
     from sed.config import add_project_config
-    from sed.cpu_memory import configure_cpu_memory
 
-    if not os.path.abspath(sed.__file__).startswith(root):
-        raise RuntimeError(f"sed comes from {sed.__file__}, not {root}")
-    cfg = get_cfg()
-    add_project_config(cfg)
-    cfg.merge_from_file(os.path.join(root, args.config))
-    cfg.merge_from_list([
+    return build_from(sed, args.root, [add_project_config], args.config, [
         "MODEL.DEVICE", "cpu",
         "MODEL.WEIGHTS", "",
         "MODEL.OV_HEAD.CLIP_PRETRAINED_WEIGHTS", "",
@@ -225,31 +177,7 @@ def build_ours(args):
         "MODEL.EOV_SEG.TRAIN_CLASS_JSON", args.train_vocab,
         "MODEL.EOV_SEG.TEST_CLASS_JSON", args.test_vocab,
         "MODEL.EOV_SEG.TEXT_CACHE_DIR", "",
-    ] + list(args.ours_opts))
-    cfg.freeze()
-    reuse = configure_cpu_memory(cfg)
-    log(f"ours: CPU_REUSE_MEMORY={cfg.CPU_REUSE_MEMORY} applied={reuse}")
-    model = build_model(cfg).eval()
-    return cfg, model
-
-
-def ours_load_weights(model, path):
-    from detectron2.checkpoint import DetectionCheckpointer
-
-    checkpointer = DetectionCheckpointer(model)
-    found = {}
-    original = checkpointer._load_model
-
-    def record(checkpoint):
-        incompatible = original(checkpoint)
-        found["missing"] = list(incompatible.missing_keys)
-        found["unexpected"] = list(incompatible.unexpected_keys)
-        found["incorrect_shapes"] = [list(map(str, s)) for s in incompatible.incorrect_shapes]
-        return incompatible
-
-    checkpointer._load_model = record
-    checkpointer.load(path)
-    return found
+    ] + list(args.ours_opts), before_build=configure_ours_cpu_memory)
 
 
 def ours_inject_text(model, classifier):

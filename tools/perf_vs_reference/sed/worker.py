@@ -23,9 +23,11 @@ import argparse
 import gc
 import json
 import os
-import resource
 import sys
 import time
+
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # harness_common
+from harness_common import build_from, configure_ours_cpu_memory, log, ours_load_weights, reset_peak_rss, rss_mb, ru_maxrss_mb  # noqa: E402
 
 
 def parse_args():
@@ -49,28 +51,6 @@ def parse_args():
     return p.parse_args()
 
 
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
-
-
-def rss_mb(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def reset_peak_rss():
-    """Reset VmHWM (Linux >= 4.0) so that later peaks exclude model building."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def vocab_names(path):
     with open(path, encoding="utf-8") as f:
         return json.load(f)
@@ -80,8 +60,6 @@ def vocab_names(path):
 def build_ref(args, *, stub_text=True):
     import open_clip
     import torch
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
     from detectron2.projects.deeplab import add_deeplab_config
 
     root = os.path.abspath(args.root)
@@ -92,9 +70,6 @@ def build_ref(args, *, stub_text=True):
     import sed  # the authors' package (registers SED, SEDHead, CLIP backbone)
     from sed import add_sed_config
     from sed.modeling.transformer import sed_predictor
-
-    if not os.path.abspath(sed.__file__).startswith(root):
-        raise RuntimeError(f"sed comes from {sed.__file__}, not {root}")
 
     # Harness patch 1: random CLIP init. The predictor hard-codes the pretrained tag
     # ('laion_aesthetic_s13b_b82k'), which cannot be downloaded here.
@@ -118,29 +93,21 @@ def build_ref(args, *, stub_text=True):
 
         sed_predictor.SEDPredictor.class_embeddings = placeholder
 
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_sed_config(cfg)
-    cfg.merge_from_file(os.path.join(root, args.config))
     vocab = os.path.abspath(args.vocab)
-    cfg.merge_from_list([
-        "MODEL.DEVICE", "cpu",
-        "MODEL.WEIGHTS", "",
-        "MODEL.ENC.CLIP_PRETRAINED_WEIGHTS", "",
-        "MODEL.SEM_SEG_HEAD.TRAIN_CLASS_JSON", vocab,
-        "MODEL.SEM_SEG_HEAD.TEST_CLASS_JSON", vocab,
-        "MODEL.SEM_SEG_HEAD.POOLING_SIZES", [1, 1],
-        "TEST.FAST_INFERENCE", bool(args.fast),
-        "TEST.TOPK", int(args.topk),
-    ])
-    cfg.freeze()
-    torch.manual_seed(args.seed)
     try:
-        model = build_model(cfg).eval()
+        return build_from(sed, root, [add_deeplab_config, add_sed_config], args.config, [
+            "MODEL.DEVICE", "cpu",
+            "MODEL.WEIGHTS", "",
+            "MODEL.ENC.CLIP_PRETRAINED_WEIGHTS", "",
+            "MODEL.SEM_SEG_HEAD.TRAIN_CLASS_JSON", vocab,
+            "MODEL.SEM_SEG_HEAD.TEST_CLASS_JSON", vocab,
+            "MODEL.SEM_SEG_HEAD.POOLING_SIZES", [1, 1],
+            "TEST.FAST_INFERENCE", bool(args.fast),
+            "TEST.TOPK", int(args.topk),
+        ], seed=args.seed)
     finally:
         open_clip.create_model_and_transforms = original_create
         sed_predictor.SEDPredictor.class_embeddings = original_embed
-    return cfg, model
 
 
 def ref_inject_text(model, embeddings):
@@ -150,22 +117,11 @@ def ref_inject_text(model, embeddings):
 
 # --------------------------------------------------------------------------- ours
 def build_ours(args):
-    import torch
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
-
     import sed
     from sed.config import add_project_config
-    from sed.cpu_memory import configure_cpu_memory
 
-    root = os.path.abspath(args.root)
-    if not os.path.abspath(sed.__file__).startswith(root):
-        raise RuntimeError(f"sed comes from {sed.__file__}, not {root}")
-    cfg = get_cfg()
-    add_project_config(cfg)
-    cfg.merge_from_file(os.path.join(root, args.config))
     vocab = os.path.abspath(args.vocab)
-    cfg.merge_from_list([
+    return build_from(sed, args.root, [add_project_config], args.config, [
         "MODEL.DEVICE", "cpu",
         "MODEL.ENC.CLIP_PRETRAINED_WEIGHTS", "",
         "MODEL.SEM_SEG_HEAD.TRAIN_CLASS_JSON", vocab,
@@ -175,34 +131,7 @@ def build_ours(args):
         "TEST.FAST_INFERENCE", bool(args.fast),
         "TEST.TOPK", int(args.topk),
         "TEST.PRECISION", "float32",
-    ] + list(args.ours_opts))
-    cfg.freeze()
-    # as this project's entry points (tools/benchmark.py, the predictor, train_net.py) do
-    log(f"ours: CPU_REUSE_MEMORY={cfg.CPU_REUSE_MEMORY} applied={configure_cpu_memory(cfg)}")
-    torch.manual_seed(args.seed)
-    model = build_model(cfg).eval()
-    return cfg, model
-
-
-def ours_load_weights(model, path):
-    """Load a released-layout checkpoint through DetectionCheckpointer; return its
-    missing / unexpected keys and shape mismatches."""
-    from detectron2.checkpoint import DetectionCheckpointer
-
-    checkpointer = DetectionCheckpointer(model)
-    found = {}
-    original = checkpointer._load_model
-
-    def record(checkpoint):
-        incompatible = original(checkpoint)
-        found["missing"] = list(incompatible.missing_keys)
-        found["unexpected"] = list(incompatible.unexpected_keys)
-        found["incorrect_shapes"] = [list(map(str, s)) for s in incompatible.incorrect_shapes]
-        return incompatible
-
-    checkpointer._load_model = record
-    checkpointer.load(path)
-    return found
+    ] + list(args.ours_opts), seed=args.seed, before_build=configure_ours_cpu_memory)
 
 
 def ours_inject_text(model, embeddings):
@@ -352,7 +281,7 @@ def task_serve(args):
     proto.write(json.dumps({
         "bye": True,
         "peak_rss_since_build_mb": rss_mb("VmHWM"),
-        "peak_rss_process_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "peak_rss_process_mb": ru_maxrss_mb(),
     }) + "\n")
 
 
