@@ -2,6 +2,7 @@
 readings, building a detectron2 model from a checkout's package, loading our checkpoints with
 a report of their keys. Imported by the reference's workers too, so nothing here imports a
 model package at module level."""
+import json
 import os
 import resource
 import sys
@@ -93,3 +94,52 @@ def ours_load_weights(model, path):
     checkpointer._load_model = record
     checkpointer.load(path)
     return found
+
+
+def memory_now():
+    """The serve loop's memory fields after a pass: peak since the reset after building, and now."""
+    return {"peak_rss_since_build_mb": rss_mb("VmHWM"), "rss_mb": rss_mb("VmRSS")}
+
+
+def say_goodbye(proto):
+    """The serve loop's last line on the protocol file: the peaks after all passes."""
+    proto.write(json.dumps({"bye": True, "peak_rss_since_build_mb": rss_mb("VmHWM"),
+                            "peak_rss_process_mb": ru_maxrss_mb()}) + "\n")
+
+
+def run_task(args, tasks):
+    """A worker's entry point: ``--workdir`` made, torch's threads set, ``tasks[args.task]`` run."""
+    import torch
+
+    os.makedirs(args.workdir, exist_ok=True)
+    torch.set_num_threads(args.threads)
+    tasks[args.task](args)
+
+
+def protocol_file():
+    """A private copy of stdout for the serve loop's answers; anything else printed goes to
+    stderr from now on."""
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    return proto
+
+
+def reference_reuse_memory():
+    """glibc's mallopt as our ``CPU_REUSE_MEMORY`` sets it (``M_MMAP_MAX`` 0, ``M_TRIM_THRESHOLD``
+    -1), for timing the reference with it too (``--ref-reuse-memory``)."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    ok = libc.mallopt(-4, 0) and libc.mallopt(-1, -1)
+    log(f"ref: glibc mallopt (as our CPU_REUSE_MEMORY) applied={bool(ok)}")
+
+
+def reference_load_weights(model, path):
+    """The authors' model: ``load_state_dict(strict=True)`` of ``{"model": state_dict}``; its
+    missing / unexpected keys."""
+    import torch
+
+    result = model.load_state_dict(torch.load(path, map_location="cpu")["model"], strict=True)
+    return {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys)}

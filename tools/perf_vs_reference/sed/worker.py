@@ -27,7 +27,9 @@ import sys
 import time
 
 sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # harness_common
-from harness_common import build_from, configure_ours_cpu_memory, log, ours_load_weights, reset_peak_rss, rss_mb, ru_maxrss_mb  # noqa: E402
+from harness_common import (build_from, configure_ours_cpu_memory, log, memory_now, ours_load_weights,  # noqa: E402
+                            protocol_file, reference_load_weights, reference_reuse_memory, reset_peak_rss,
+                            rss_mb, run_task, say_goodbye)
 
 
 def parse_args():
@@ -224,26 +226,16 @@ def task_check_text(args):
 def task_serve(args):
     import torch
 
-    # Answers go to a private copy of stdout; anything else printed goes to stderr.
-    proto = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)
+    proto = protocol_file()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     weights = os.path.join(args.workdir, "weights_released_layout.pth")
     load_info = None
     if args.impl == "ref":
         if args.ref_reuse_memory:
-            import ctypes
-            import ctypes.util
-            libc = ctypes.CDLL(ctypes.util.find_library("c"))
-            libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-            ok = libc.mallopt(-4, 0) and libc.mallopt(-1, -1)  # M_MMAP_MAX 0, M_TRIM_THRESHOLD -1
-            log(f"ref: glibc mallopt (as our CPU_REUSE_MEMORY) applied={bool(ok)}")
+            reference_reuse_memory()
         _, model = build_ref(args)
-        state = torch.load(weights, map_location="cpu")["model"]
-        result = model.load_state_dict(state, strict=True)
-        load_info = {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys)}
-        del state
+        load_info = reference_load_weights(model, weights)
         inject = ref_inject_text
     else:
         _, model = build_ours(args)
@@ -274,29 +266,19 @@ def task_serve(args):
             torch.save(out.detach().cpu().contiguous(), cmd["save"])
             answer["saved"] = cmd["save"]
         answer["classes_nonzero"] = int((out.flatten(1).abs().amax(dim=1) > 0).sum())
-        answer["peak_rss_since_build_mb"] = rss_mb("VmHWM")
-        answer["rss_mb"] = rss_mb("VmRSS")
+        answer.update(memory_now())
         del out
         proto.write(json.dumps(answer) + "\n")
-    proto.write(json.dumps({
-        "bye": True,
-        "peak_rss_since_build_mb": rss_mb("VmHWM"),
-        "peak_rss_process_mb": ru_maxrss_mb(),
-    }) + "\n")
+    say_goodbye(proto)
 
 
 def main():
-    args = parse_args()
-    os.makedirs(args.workdir, exist_ok=True)
-    import torch
-
-    torch.set_num_threads(args.threads)
-    {
+    run_task(parse_args(), {
         "export-weights": task_export_weights,
         "text-embeddings": task_text_embeddings,
         "check-text": task_check_text,
         "serve": task_serve,
-    }[args.task](args)
+    })
 
 
 if __name__ == "__main__":
