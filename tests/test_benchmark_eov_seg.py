@@ -29,12 +29,18 @@ def test_benchmark_measures_eov_seg(tmp_path):
     assert 0 < figures["ms_per_image"]["p10"] <= figures["ms_per_image"]["median"] <= figures["ms_per_image"]["p90"]
     assert 0 <= figures["argmax_agreement_vs_float32"] <= 1 and 0 <= figures["panoptic_class_agreement_vs_float32"] <= 1
     assert figures["gflops_per_image"] > 0 and figures["peak_memory_mb"] > 0
-    # Inference reads every parameter but those of the CNN CLIP's text tower (its embeddings are cached).
+    # Inference reads every parameter but those of the CNN CLIP's text tower (its embeddings are
+    # cached) and the classification parts of the decoder's earlier stages (only the last one
+    # classifies at inference); the ResNet CLIP's folded copy counts as reading its weights.
     model = build_model(load_config(EOV_TINY, opts=NO_CACHE))
     clip = model.cnn_backbone.clip_model
     text_tower = sum(p.numel() for n, p in clip.named_parameters() if not n.startswith("visual.") and n != "logit_scale")
+    classify_only = {"_mask_pooling_proj", "_spatial_mask_pooling_proj", "tdee", "class_embed", "logit_scale"}
+    early_classifiers = sum(p.numel() for stage in model.light_weight_decoder.mask_heads[:-1]
+                            for n, p in stage.named_parameters() if n.split(".")[0] in classify_only)
+    assert early_classifiers > 0
     assert figures["parameters"] == sum(p.numel() for p in model.parameters())
-    assert figures["parameters_run"] == figures["parameters"] - text_tower
+    assert figures["parameters_run"] == figures["parameters"] - text_tower - early_classifiers
 
 
 def test_benchmark_refuses_sed_only_flags_with_eov_seg():

@@ -298,8 +298,14 @@ class TensorRecorder(TorchDispatchMode):
 
 @torch.no_grad()
 def parameters_run(model, images) -> int:
-    """Parameters one inference pass on ``images`` reads (text embeddings already cached)."""
+    """Parameters one inference pass on ``images`` reads (text embeddings already cached).
+    Copies that inference derives from weights and keeps (``clear_inference_cache``: the
+    ResNet CLIP's folded BatchNorms) are remade inside the pass, which thereby reads their
+    weights."""
     inputs = [{"image": im} for im in images]
+    for module in model.modules():
+        if hasattr(module, "clear_inference_cache"):
+            module.clear_inference_cache()
     with TensorRecorder() as recorder:
         model(inputs)
     return sum(p.numel() for p in model.parameters() if p.untyped_storage().data_ptr() in recorder.storages)

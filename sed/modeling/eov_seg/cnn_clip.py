@@ -141,6 +141,11 @@ class ResNetCLIP(CNNCLIP):
             self.__dict__["_folded"] = (key, fold_resnet_batchnorms(visual))
         return self._folded[1]
 
+    def clear_inference_cache(self) -> None:
+        """Drop the folded copy: the next inference pass folds again from the weights (so that
+        ``tools/benchmark.py`` sees that pass read them)."""
+        self.__dict__["_folded"] = (None, None)
+
     def forward(self, images):
         folded = not torch.is_grad_enabled() and not torch.compiler.is_exporting()
         v = self.folded_trunk() if folded else self.clip_model.visual
