@@ -22,6 +22,8 @@ The graphs' inputs and outputs are described in :mod:`sed.export`. Pre-processin
   post-processing.
 """
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -29,7 +31,7 @@ import torch
 from detectron2.data import transforms as T
 
 from .clip.text import PROMPT_ENSEMBLES, ClassEmbeddingCache
-from .modeling.eov_seg.inference import assign_segments
+from .modeling.eov_seg import inference as torch_inference
 from .modeling.eov_seg.meta_arch import seen_classes
 from .modeling.eov_seg.text_classifier import names_index
 from .predictor import parse_vocabulary_spec
@@ -138,7 +140,11 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return (1 / (1 + np.exp(-x, dtype=np.float32))).astype(np.float32)
+    """float32 logistic function in one new array (its passes in place: no temporaries)."""
+    out = np.negative(x, dtype=np.float32)
+    np.exp(out, out=out)
+    out += 1
+    return np.reciprocal(out, out=out)
 
 
 def _source_index(out_size: int, in_size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -174,11 +180,14 @@ def semantic_inference(class_logprobs: np.ndarray, mask_logits: np.ndarray) -> n
 
 
 def panoptic_inference(class_logprobs: np.ndarray, mask_logits: np.ndarray, isthing: np.ndarray, *,
-                       object_mask_threshold: float, overlap_threshold: float) -> Tuple[np.ndarray, List[dict]]:
+                       object_mask_threshold: float, overlap_threshold: float,
+                       threads: int = 0) -> Tuple[np.ndarray, List[dict]]:
     """Non-overlapping segments: proposals whose best class is not void and scores above
     ``object_mask_threshold`` compete for each pixel (score x mask probability); a proposal
     keeps its pixels covered by its mask (probability >= 0.5) if they are at least
-    ``overlap_threshold`` of its mask; stuff segments of one class are merged.
+    ``overlap_threshold`` of its mask; stuff segments of one class are merged. As PyTorch's
+    (``sed.modeling.eov_seg.inference``), a band of rows at a time, the bands on ``threads``
+    threads (0: one per CPU).
 
     Returns:
         (H, W) int32 segment ids (0: none) and, per segment, ``{"id", "isthing", "category_id"}``.
@@ -186,17 +195,31 @@ def panoptic_inference(class_logprobs: np.ndarray, mask_logits: np.ndarray, isth
     probs = _softmax(class_logprobs)
     scores, labels = probs.max(axis=-1), probs.argmax(axis=-1)
     keep = (labels != probs.shape[-1] - 1) & (scores > object_mask_threshold)
-    segments = np.zeros(mask_logits.shape[1:], np.int32)
+    height, width = mask_logits.shape[1:]
     if not keep.any():
-        return segments, []
-    scores, labels, masks = scores[keep], labels[keep], _sigmoid(mask_logits[keep])
-    owner = (scores[:, None, None] * masks).argmax(axis=0)
-    owned = np.take_along_axis(masks, owner[None], axis=0)[0] >= 0.5
+        return np.zeros((height, width), np.int32), []
+    scores, labels, kept = scores[keep], labels[keep], None if keep.all() else np.flatnonzero(keep)
+    owner = np.empty((height, width), np.int64)
+    owned = np.empty((height, width), bool)
+    rows = max(1, torch_inference.PANOPTIC_ELEMENTS_PER_BAND // (len(labels) * width))
+
+    def band(top: int) -> np.ndarray:
+        """Fills the band's owner and owned; returns the pixels each mask covers in it."""
+        logits = mask_logits[:, top : top + rows]
+        masks = _sigmoid(logits if kept is None else logits[kept])
+        covered = masks >= 0.5
+        masks *= scores[:, None, None]
+        owner[top : top + rows] = best = masks.argmax(axis=0)
+        owned[top : top + rows] = np.take_along_axis(covered, best[None], axis=0)[0]
+        return np.count_nonzero(covered.reshape(len(labels), -1), axis=1)
+
+    tops = range(0, height, rows)
+    with ThreadPoolExecutor(min(threads or os.cpu_count() or 1, len(tops))) as pool:  # NumPy frees the GIL
+        original_area = sum(pool.map(band, tops))
     area = np.bincount(owner.ravel(), minlength=len(labels))
-    original_area = (masks >= 0.5).reshape(len(labels), -1).sum(axis=1)
     segment_area = np.bincount(owner[owned], minlength=len(labels))
-    segment_of, info = assign_segments(labels.tolist(), area.tolist(), original_area.tolist(), segment_area.tolist(),
-                                       isthing, overlap_threshold)
+    segment_of, info = torch_inference.assign_segments(labels.tolist(), area.tolist(), original_area.tolist(),
+                                                       segment_area.tolist(), isthing, overlap_threshold)
     segment_of = np.asarray(segment_of, np.int32)
     return np.where(owned, segment_of[owner], 0).astype(np.int32), info
 
@@ -228,7 +251,7 @@ def instance_inference(class_logprobs: np.ndarray, mask_logits: np.ndarray, isth
 
 def eov_seg_postprocess(class_logprobs: np.ndarray, mask_logits: np.ndarray, image_size: Tuple[int, int],
                         output_size: Tuple[int, int], isthing: Sequence[bool], metadata: dict,
-                        **switches: bool) -> dict:
+                        threads: int = 0, **switches: bool) -> dict:
     """EOV-Seg's outputs from its graph's: what ``EOV_SEG.inference`` does after the network.
 
     Args:
@@ -237,6 +260,7 @@ def eov_seg_postprocess(class_logprobs: np.ndarray, mask_logits: np.ndarray, ima
             (e.g. the original image's, before :func:`resize_for_model`).
         isthing: (T,) thing flag of each class.
         metadata: the file's (thresholds, detections per image, which outputs are on).
+        threads: for the panoptic post-processing (:func:`panoptic_inference`; 0: one per CPU).
         switches: ``semantic_on`` / ``panoptic_on`` / ``instance_on`` overriding the file's.
     Returns:
         ``sem_seg`` (T, height, width) float32, ``panoptic_seg`` ((height, width) int32 ids,
@@ -255,7 +279,7 @@ def eov_seg_postprocess(class_logprobs: np.ndarray, mask_logits: np.ndarray, ima
     if on["panoptic_on"]:
         out["panoptic_seg"] = panoptic_inference(
             class_logprobs, mask_logits, isthing, object_mask_threshold=metadata["object_mask_threshold"],
-            overlap_threshold=metadata["overlap_threshold"])
+            overlap_threshold=metadata["overlap_threshold"], threads=threads)
     if on["instance_on"]:
         out["instances"] = instance_inference(class_logprobs, mask_logits, isthing,
                                               max_detections=metadata["detections_per_image"],
@@ -277,8 +301,10 @@ class ExportedModel:
         Args:
             path: the image side (``tools/export.py --output``).
             text_encoder: the text tower (``--text-encoder``), for :meth:`embed`.
-            threads, providers: of the onnxruntime sessions (:func:`onnxruntime_session`).
+            threads, providers: of the onnxruntime sessions (:func:`onnxruntime_session`); the
+                threads also run EOV-Seg's post-processing (:func:`eov_seg_postprocess`).
         """
+        self.threads = threads
         self.metadata = read_metadata(path)
         self.session = onnxruntime_session(path, threads, providers)
         self.text_session = onnxruntime_session(text_encoder, threads, providers) if text_encoder else None
@@ -317,4 +343,5 @@ class ExportedModel:
         outputs = self.run(x, vocabulary_inputs(embeddings, vocabulary, self.metadata))
         if self.family != "EOV_SEG":
             return {"sem_seg": outputs[0]}
-        return eov_seg_postprocess(*outputs, size, image.shape[:2], vocabulary.isthing, self.metadata, **switches)
+        return eov_seg_postprocess(*outputs, size, image.shape[:2], vocabulary.isthing, self.metadata, self.threads,
+                                   **switches)

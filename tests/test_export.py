@@ -17,8 +17,8 @@ import test_eov_seg_fixture
 import test_official_fixture
 from conftest import ROOT, tiny_model
 from sed import SEDPredictor
-from sed.deploy import (ExportedModel, eov_seg_postprocess, onnxruntime_session, preprocess, read_metadata,
-                        text_embeddings, vocabulary_inputs)
+from sed.deploy import (ExportedModel, eov_seg_postprocess, onnxruntime_session, panoptic_inference, preprocess,
+                        read_metadata, text_embeddings, vocabulary_inputs)
 from sed.export import ExportError, checked_session, export_image_side, export_text_tower, save, to_onnx, trace
 from sed.modeling.eov_seg import inference as torch_inference
 from sed.predictor import load_config
@@ -177,6 +177,27 @@ def test_eov_seg_numpy_postprocessing_equals_pytorch():
                                         metadata, panoptic_on=False, instance_on=False)
     reference = torch_inference.crop_and_resize(torch_inference.semantic_inference(logprobs, masks), (60, 90), 83, 125)
     assert set(semantic_only) == {"sem_seg"} and np.abs(semantic_only["sem_seg"] - reference.numpy()).max() < 1e-5
+
+
+@pytest.mark.parametrize("threshold", [-1.0, 0.7])  # every proposal kept; some dropped
+@pytest.mark.parametrize("threads", [1, 2])
+def test_eov_seg_numpy_panoptic_in_bands_on_threads_equals_pytorch(monkeypatch, threshold, threads):
+    """Bands of 3 rows (the last one shorter) on one or two threads, masks with ties: the NumPy
+    id map and segments equal PyTorch's."""
+    monkeypatch.setattr(torch_inference, "PANOPTIC_ELEMENTS_PER_BAND", 3 * 17 * 12)
+    torch.manual_seed(0)
+    logits = torch.randn(12, 5) * 3
+    logits[:, -1] = -10  # void never wins
+    masks = (F.interpolate(torch.randn(1, 12, 4, 3), size=(23, 17), mode="bilinear")[0] * 4).round()
+    isthing = torch.tensor([True, False, True, False])
+    kept = int((logits.softmax(-1).max(-1).values > threshold).sum())
+    assert kept == 12 if threshold < 0 else 0 < kept < 12
+    expected_ids, expected_info = torch_inference.panoptic_inference(
+        logits, masks, isthing, object_mask_threshold=threshold, overlap_threshold=0.3)
+    ids, info = panoptic_inference(logits.numpy(), masks.numpy(), isthing.numpy(), object_mask_threshold=threshold,
+                                   overlap_threshold=0.3, threads=threads)
+    assert len(info) > 1 and info == expected_info
+    assert np.array_equal(ids, expected_ids.numpy())
 
 
 # --- a random tiny config through the command line --------------------------------------------

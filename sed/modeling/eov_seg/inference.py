@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from detectron2.structures import Boxes, Instances
 
 # Mask elements the panoptic post-processing handles at once (a band of rows of every kept
-# proposal): the band stays in cache through its few element-wise passes.
+# proposal), here and in sed.deploy's NumPy version: the band stays in cache through its few
+# element-wise passes.
 PANOPTIC_ELEMENTS_PER_BAND = 1 << 19
 
 
