@@ -34,7 +34,7 @@ from sed.data.sampler import ResumableTrainingSampler
 from sed.launch import launch
 from sed.vocabulary import load_class_names
 from sed.solver import build_optimizer
-from sed.train_loop import AccumulatingTrainer
+from sed.train_loop import AccumulatingTrainer, ResumableCheckpointer
 
 logger = logging.getLogger("sed")
 
@@ -61,6 +61,13 @@ class Trainer(DefaultTrainer):
             amp_dtype=AMP_DTYPES[cfg.SOLVER.AMP.PRECISION] if cfg.SOLVER.AMP.ENABLED else None,
             device_type=torch.device(cfg.MODEL.DEVICE).type,
         )
+
+    def build_hooks(self):
+        # Called once, by DefaultTrainer's constructor, before the periodic-checkpoint hook
+        # takes the checkpointer: that hook and resume_or_load use this one.
+        self.checkpointer = ResumableCheckpointer(self.checkpointer.model, self.checkpointer.save_dir,
+                                                  **self.checkpointer.checkpointables)
+        return super().build_hooks()
 
     def resume_or_load(self, resume=True):
         super().resume_or_load(resume=resume)

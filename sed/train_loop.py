@@ -1,9 +1,12 @@
-"""The training step: gradient accumulation and mixed precision on any device."""
+"""The training step (gradient accumulation and mixed precision on any device) and the
+checkpoints a killed run resumes from."""
+import os
 import time
 from contextlib import nullcontext
 from typing import Optional
 
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import SimpleTrainer
 
 
@@ -59,3 +62,18 @@ class AccumulatingTrainer(SimpleTrainer):
         super().load_state_dict(state_dict)
         if self.grad_scaler and "grad_scaler" in state_dict:
             self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
+
+
+class ResumableCheckpointer(DetectionCheckpointer):
+    """detectron2's checkpointer, with its ``last_checkpoint`` tag (the file a resumed run
+    starts from) replaced whole: written next to it, then renamed over it. fvcore writes the
+    tag in place, so a run killed at that moment left it empty, and ``--resume`` then failed.
+    A kill now leaves the previous tag, which names a complete checkpoint (each checkpoint is
+    written before it is tagged)."""
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        path = os.path.join(self.save_dir, "last_checkpoint")
+        temporary = f"{path}.tmp{os.getpid()}"
+        with self.path_manager.open(temporary, "w") as f:
+            f.write(last_filename_basename)
+        self.path_manager.mv(temporary, path)

@@ -10,7 +10,7 @@ import torch
 from detectron2.engine import SimpleTrainer
 
 from conftest import ROOT, kill_after_first_checkpoint, tiny_model
-from sed.train_loop import AccumulatingTrainer
+from sed.train_loop import AccumulatingTrainer, ResumableCheckpointer
 from test_scripts import FAST, sh
 
 
@@ -209,3 +209,20 @@ def test_killed_run_resumes_to_the_end(tmp_path, env_with_datasets):
     assert f"Starting training from iteration {start}" in result.stdout + result.stderr
     assert (out / "model_final.pth").is_file()
     assert start < 60 and torch.load(out / "model_final.pth", weights_only=False)["iteration"] == 59
+
+
+def test_checkpoint_tag_is_replaced_whole(tmp_path, monkeypatch):
+    """A run killed while it tags its newest checkpoint keeps the previous tag (fvcore's write
+    in place left an empty ``last_checkpoint``, from which ``--resume`` failed)."""
+    checkpointer = ResumableCheckpointer(torch.nn.Linear(2, 2), save_dir=str(tmp_path))
+    checkpointer.save("model_0000003")
+    assert checkpointer.get_checkpoint_file() == str(tmp_path / "model_0000003.pth")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process ends before the rename
+
+    monkeypatch.setattr(checkpointer.path_manager, "mv", killed)
+    with pytest.raises(KeyboardInterrupt):
+        checkpointer.save("model_0000007")
+    assert (tmp_path / "model_0000007.pth").is_file()
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000003.pth"
