@@ -74,6 +74,6 @@ class ResumableCheckpointer(DetectionCheckpointer):
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         path = os.path.join(self.save_dir, "last_checkpoint")
         temporary = f"{path}.tmp{os.getpid()}"
-        with self.path_manager.open(temporary, "w") as f:
+        with open(temporary, "w") as f:
             f.write(last_filename_basename)
-        self.path_manager.mv(temporary, path)
+        os.replace(temporary, path)  # (iopath's mv would refuse an existing destination)

@@ -212,16 +212,18 @@ def test_killed_run_resumes_to_the_end(tmp_path, env_with_datasets):
 
 
 def test_checkpoint_tag_is_replaced_whole(tmp_path, monkeypatch):
-    """A run killed while it tags its newest checkpoint keeps the previous tag (fvcore's write
-    in place left an empty ``last_checkpoint``, from which ``--resume`` failed)."""
+    """Each checkpoint replaces the tag; a run killed while it tags its newest checkpoint keeps
+    the previous tag (fvcore's write in place left an empty ``last_checkpoint``, from which
+    ``--resume`` failed)."""
     checkpointer = ResumableCheckpointer(torch.nn.Linear(2, 2), save_dir=str(tmp_path))
-    checkpointer.save("model_0000003")
-    assert checkpointer.get_checkpoint_file() == str(tmp_path / "model_0000003.pth")
+    for name in ("model_0000001", "model_0000003"):
+        checkpointer.save(name)
+        assert checkpointer.get_checkpoint_file() == str(tmp_path / f"{name}.pth")
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # the process ends before the rename
 
-    monkeypatch.setattr(checkpointer.path_manager, "mv", killed)
+    monkeypatch.setattr(os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
         checkpointer.save("model_0000007")
     assert (tmp_path / "model_0000007.pth").is_file()
