@@ -1,10 +1,12 @@
-"""What both workers (``eov_seg/worker.py``, ``sed/worker.py``) do alike: logging, memory
-readings, building a detectron2 model from a checkout's package, loading our checkpoints with
-a report of their keys. Imported by the reference's workers too, so nothing here imports a
-model package at module level."""
+"""What both harnesses do alike. The workers (``eov_seg/worker.py``, ``sed/worker.py``):
+logging, memory readings, building a detectron2 model from a checkout's package, loading our
+checkpoints with a report of their keys, the serve loop's first and last lines. The drivers
+(``compare.py``): a served worker's end of that loop. Imported by the reference's workers too,
+so nothing here imports a model package at module level."""
 import json
 import os
 import resource
+import subprocess
 import sys
 
 
@@ -99,6 +101,48 @@ def ours_load_weights(model, path):
 def memory_now():
     """The serve loop's memory fields after a pass: peak since the reset after building, and now."""
     return {"peak_rss_since_build_mb": rss_mb("VmHWM"), "rss_mb": rss_mb("VmRSS")}
+
+
+def announce_ready(proto, impl, model, build_s, load_info, **memory):
+    """The serve loop's first line on the protocol file: the built model (build time, load
+    report, parameters, threads) and the ``memory`` readings after building."""
+    import torch
+
+    proto.write(json.dumps({
+        "ready": True, "impl": impl, "build_s": build_s, "load": load_info, **memory,
+        "threads": torch.get_num_threads(), "parameters": int(sum(p.numel() for p in model.parameters())),
+    }) + "\n")
+
+
+class ServedWorker:
+    """The driver's end of a worker's serve loop: the worker started (``cmd`` with ``env`` in
+    ``cwd``) and its ready line read (``ready``); ``ask`` sends one JSON command and returns
+    the answer; ``close`` ends the loop and returns the goodbye line."""
+
+    def __init__(self, impl, cmd, env, cwd=None):
+        self.impl = impl
+        self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, bufsize=1)
+        self.ready = self._read()
+        if not self.ready.get("ready"):
+            raise RuntimeError(f"{impl} worker did not start: {self.ready}")
+
+    def _read(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.impl} worker exited (rc {self.proc.wait()})")
+        return json.loads(line)
+
+    def ask(self, **cmd):
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self):
+        bye = self.ask(cmd="quit")
+        self.proc.stdin.close()
+        self.proc.wait(timeout=120)
+        return bye
 
 
 def say_goodbye(proto):

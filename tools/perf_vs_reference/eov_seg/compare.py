@@ -23,8 +23,10 @@ import platform
 import statistics
 import subprocess
 import sys
-import threading
 import time
+
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # harness_common
+from harness_common import ServedWorker  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "worker.py")
@@ -215,36 +217,6 @@ def prepare(args, size):
         return json.load(f)
 
 
-class Served:
-    def __init__(self, args, impl, size):
-        self.impl = impl
-        extra = ["--semantic-extra"]
-        cmd, env, cwd = worker_cmd(args, impl, size, "serve", extra)
-        self.p = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  text=True, bufsize=1)
-        self.ready = self._read()
-        if not self.ready.get("ready"):
-            raise RuntimeError(f"{impl} worker did not start: {self.ready}")
-
-    def _read(self):
-        line = self.p.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{self.impl} worker exited (rc={self.p.wait()})")
-        return json.loads(line)
-
-    def ask(self, **cmd):
-        self.p.stdin.write(json.dumps(cmd) + "\n")
-        self.p.stdin.flush()
-        return self._read()
-
-    def close(self):
-        self.p.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-        self.p.stdin.flush()
-        bye = self._read()
-        self.p.wait(timeout=120)
-        return bye
-
-
 def parameter_usage(weights_path):
     """Parameter counts from the saved state dict (memory-mapped), split into what the image-side
     forward uses and what it does not (text towers: only for the text classifier; the ViT-B-16
@@ -420,7 +392,7 @@ def main():
         try:
             for impl in impls:
                 log("start", impl, size)
-                workers[impl] = Served(args, impl, size)
+                workers[impl] = ServedWorker(impl, *worker_cmd(args, impl, size, "serve", ["--semantic-extra"]))
             entry["ready"] = {impl: w.ready for impl, w in workers.items()}
             times = {impl: [] for impl in impls}
             warm = {impl: [] for impl in impls}
@@ -453,8 +425,8 @@ def main():
             byes = {impl: w.close() for impl, w in workers.items()}
         finally:
             for w in workers.values():
-                if w.p.poll() is None:
-                    w.p.kill()
+                if w.proc.poll() is None:
+                    w.proc.kill()
         during = busy(args.busy_pattern)
         entry["busy_after_passes"] = during
         entry["impls"] = {}

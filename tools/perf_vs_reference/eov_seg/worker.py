@@ -27,7 +27,7 @@ import sys
 import time
 
 sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # harness_common
-from harness_common import (build_from, configure_ours_cpu_memory, log, memory_now, ours_load_weights,  # noqa: E402
+from harness_common import (announce_ready, build_from, configure_ours_cpu_memory, log, memory_now, ours_load_weights,  # noqa: E402
                             protocol_file, reference_load_weights, reference_reuse_memory, reset_peak_rss,
                             rss_mb, ru_maxrss_mb, run_task, say_goodbye)
 
@@ -454,12 +454,8 @@ def task_serve(args):
     rss_after_build = rss_mb("VmRSS")
     peak_after_build = ru_maxrss_mb()
     peak_reset = reset_peak_rss()
-    proto.write(json.dumps({
-        "ready": True, "impl": args.impl, "build_s": build_s, "load": load_info,
-        "rss_after_build_mb": rss_after_build, "peak_rss_after_build_mb": peak_after_build,
-        "peak_reset": peak_reset, "threads": torch.get_num_threads(),
-        "parameters": int(sum(p.numel() for p in model.parameters())),
-    }) + "\n")
+    announce_ready(proto, args.impl, model, build_s, load_info, rss_after_build_mb=rss_after_build,
+                   peak_rss_after_build_mb=peak_after_build, peak_reset=peak_reset)
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd.get("cmd") == "quit":

@@ -31,6 +31,9 @@ import sys
 import threading
 import time
 
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # harness_common
+from harness_common import ServedWorker  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 # What was changed in the authors' tree to run on a CPU (README.md, section 1); none changes
 # the computation.
@@ -110,34 +113,6 @@ def worker_cmd(args, impl, task, *extra):
 def run_task(args, impl, task):
     log(f"{impl}: {task}")
     subprocess.run(worker_cmd(args, impl, task), env=worker_env(args, impl), check=True)
-
-
-class Server:
-    def __init__(self, args, impl, fast):
-        extra = ["--fast"] if fast else []
-        self.impl = impl
-        self.proc = subprocess.Popen(worker_cmd(args, impl, "serve", *extra), env=worker_env(args, impl),
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-        self.ready = self._read()
-        if not self.ready.get("ready"):
-            raise RuntimeError(f"{impl} worker did not start: {self.ready}")
-
-    def _read(self):
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{self.impl} worker exited (rc {self.proc.wait()})")
-        return json.loads(line)
-
-    def forward(self, save=""):
-        self.proc.stdin.write(json.dumps({"cmd": "forward", "save": save}) + "\n")
-        return self._read()
-
-    def close(self):
-        self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-        bye = self._read()
-        self.proc.stdin.close()
-        self.proc.wait()
-        return bye
 
 
 # --------------------------------------------------------------------------- quiet machine
@@ -281,8 +256,9 @@ def run_attempt(args, mode):
     fast = mode == "fast"
     work = os.path.abspath(args.workdir)
     log(f"mode {mode}: starting workers")
-    servers = {"ours": Server(args, "ours", fast)}
-    servers["ref"] = Server(args, "ref", fast)
+    extra = ["--fast"] if fast else []
+    servers = {impl: ServedWorker(impl, worker_cmd(args, impl, "serve", *extra), worker_env(args, impl))
+               for impl in ("ours", "ref")}
     record = {impl: {"ready": s.ready, "warmup_s": [], "seconds": [], "passes": []} for impl, s in servers.items()}
     monitor = Monitor(args, exclude=[s.proc.pid for s in servers.values()])
     monitor.start()
@@ -294,7 +270,7 @@ def run_attempt(args, mode):
                     break
                 load = os.getloadavg()[0]
                 save = os.path.join(work, f"out_{mode}_{impl}.pt") if i == 0 else ""
-                answer = servers[impl].forward(save)
+                answer = servers[impl].ask(cmd="forward", save=save)
                 answer["loadavg_1min_before"] = load
                 record[impl]["passes"].append(answer)
                 (record[impl]["warmup_s"] if warm else record[impl]["seconds"]).append(answer["seconds"])
