@@ -1,8 +1,12 @@
-"""CPU inference speed and memory of the authors' EOV-Seg (nhw649/EOV-Seg), S (R50) and L
-(ConvNeXt-L), with room for our implementation side by side (same weights, same text classifier).
+"""CPU inference speed and memory of the authors' EOV-Seg (nhw649/EOV-Seg) and ours, side by
+side, S (R50) and L (ConvNeXt-L): same weights, same text classifier, same image.
 
     python compare.py --ref-root REF --workdir WORK --out results.json \
-        [--impls ref,ours --ours-root OURS] [--sizes S,L] [--busy-pattern PATTERN ...]
+        [--impls ref,ours] [--ours-root OURS] [--sizes S,L] [--busy-pattern PATTERN ...]
+
+REF is a checkout of nhw649/EOV-Seg patched by ``../patch_reference.py eov_seg REF`` (or the
+environment variable EOV_SEG_REF_ROOT); OURS is the checkout to measure (default: the one
+holding this file). See ../README.md.
 
 Steps (each ``worker.py`` task runs in its own process; see its docstring):
   1. once, in WORK (kept and reused unless --fresh): image.pt (one random uint8 RGB image,
@@ -25,25 +29,18 @@ import subprocess
 import sys
 import time
 
-sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # harness_common
-from harness_common import ServedWorker  # noqa: E402
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # harness_common, patch_reference
+import patch_reference  # noqa: E402
+from harness_common import ServedWorker, default_vocabulary, own_git_checkout, reference_root  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# this file is benchmarks/perf_vs_reference/eov_seg/compare.py in our repository
+OURS_DEFAULT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 WORKER = os.path.join(HERE, "worker.py")
 SIZES = {"S": "configs/eov_seg/eov_seg_R50.yaml", "L": "configs/eov_seg/eov_seg_convnext_l.yaml"}
-# What was changed in the authors' tree (README.md, 1a) and what the harness patches at run time (1b).
-REFERENCE_FILE_PATCHES = [
-    "eov_seg/modeling/backbone/clip.py, CLIP.encode_text: the two permutes NLD->LND / LND->NLD around "
-    "clip_model.transformer removed (open_clip 3.x transformers are batch-first)",
-    "eov_seg/modeling/backbone/clip.py, CLIP.extract_features_vit: no permute to LND before "
-    "visual.transformer.resblocks[0]; class token dropped with [:, 1:] instead of [1:]; permute(0, 2, 1) "
-    "instead of permute(1, 2, 0) (same reason)",
-    "eov_seg/modeling/backbone/clip.py, CLIP.visual_prediction_forward_resnet: line "
-    "`num_masks = num_masks.to(query.device)` removed (num_masks is a Python int: AttributeError; "
-    "S / RN50 only)",
-    "eov_seg/modeling/backbone/clip.py, CLIP.__init__: channel table fallback for CLIP names it does not "
-    "list (derives channels from the model; not reached for RN50 / convnext_large_d_320 / ViT-B-16)",
-]
+# What the authors' tree needs to run on a CPU (patch_reference.py) and what the harness patches
+# at run time (worker.py, install_cpu_patches and build_ref).
+REFERENCE_FILE_PATCHES = patch_reference.descriptions("eov_seg")
 REFERENCE_HARNESS_PATCHES = [
     "detectron2.layers.ModulatedDeformConv replaced (before importing eov_seg) by a module with the same "
     "parameters computed by torchvision.ops.deform_conv2d(mask=...) (detectron2._C is absent; DCNv2 op)",
@@ -61,9 +58,12 @@ REFERENCE_HARNESS_PATCHES = [
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ref-root", required=True, help="extracted nhw649/EOV-Seg tree (patched, README.md)")
-    p.add_argument("--ours-root", default=None, help="root of our repository (needed with --impls ...ours)")
-    p.add_argument("--impls", default="ref",
+    p.add_argument("--ref-root", default=os.environ.get("EOV_SEG_REF_ROOT"),
+                   help="checkout of nhw649/EOV-Seg, patched by ../patch_reference.py "
+                        "(default: $EOV_SEG_REF_ROOT)")
+    p.add_argument("--ours-root", default=OURS_DEFAULT,
+                   help="root of our checkout to measure (default: the one holding this harness, %(default)s)")
+    p.add_argument("--impls", default="ref,ours",
                    help="comma list, timing order: ref | ref,ours | ours,ref | ref,ours,ref_reuse "
                         "(ref_reuse: the reference with the same glibc mallopt setting as our CPU_REUSE_MEMORY)")
     p.add_argument("--ours-opt", action="append", default=[],
@@ -72,14 +72,17 @@ def parse_args():
     p.add_argument("--ours-config", action="append", default=[],
                    help="SIZE=path relative to --ours-root (default: the reference's file names)")
     p.add_argument("--vocab-dir", default=None,
-                   help="folder with ade20k_150.json and coco_panoptic_133.json (lists of {name, isthing})")
+                   help="folder with ade20k_150.json and coco_panoptic_133.json (lists of {name, isthing}; "
+                        "default: our checkout's EOV-Seg vocabularies)")
     p.add_argument("--train-vocab", default=None)
     p.add_argument("--test-vocab", default=None)
     p.add_argument("--python", default=sys.executable, help="interpreter of the workers")
     p.add_argument("--ref-path", action="append", default=[], help="extra PYTHONPATH entry for the reference")
     p.add_argument("--ours-path", action="append", default=[], help="extra PYTHONPATH entry for ours")
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--workdir", required=True,
+                   help="scratch folder for the prepared weights, text classifiers, image and outputs "
+                        "(reused by later runs)")
+    p.add_argument("--out", required=True, help="results JSON")
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
@@ -332,6 +335,8 @@ def versions():
 
 
 def git_head(root):
+    if not own_git_checkout(root):
+        return {"head": None, "diff_stat": None}
     r = subprocess.run(["git", "-C", root, "log", "-1", "--format=%H %s"], capture_output=True, text=True)
     d = subprocess.run(["git", "-C", root, "diff", "--stat"], capture_output=True, text=True)
     return {"head": r.stdout.strip(), "diff_stat": d.stdout.strip()}
@@ -339,17 +344,18 @@ def git_head(root):
 
 def main():
     args = parse_args()
-    if args.vocab_dir:
-        args.train_vocab = args.train_vocab or os.path.join(args.vocab_dir, "coco_panoptic_133.json")
-        args.test_vocab = args.test_vocab or os.path.join(args.vocab_dir, "ade20k_150.json")
-    if not (args.train_vocab and args.test_vocab):
-        sys.exit("give --vocab-dir or --train-vocab and --test-vocab")
-    for a in ("ref_root", "ours_root", "workdir", "train_vocab", "test_vocab"):
-        if getattr(args, a):
-            setattr(args, a, os.path.abspath(getattr(args, a)))
     impls = args.impls.split(",")
-    if "ours" in impls and not args.ours_root:
-        sys.exit("--impls with ours needs --ours-root")
+    args.ref_root = reference_root("eov_seg", args.ref_root, "--ref-root", "EOV_SEG_REF_ROOT")
+    if "ours" in impls and not os.path.isfile(os.path.join(args.ours_root, "sed", "__init__.py")):
+        sys.exit(f"--ours-root: {args.ours_root} is not a checkout of this project (no sed/__init__.py)")
+    for name, default in (("train_vocab", "coco_panoptic_133.json"), ("test_vocab", "ade20k_150.json")):
+        if not getattr(args, name):
+            setattr(args, name, os.path.join(args.vocab_dir, default) if args.vocab_dir else
+                    default_vocabulary(args.ours_root, "eov_seg/" + default, "--" + name.replace("_", "-")))
+        if not os.path.isfile(getattr(args, name)):
+            sys.exit(f"--{name.replace('_', '-')}: {getattr(args, name)} does not exist")
+    for a in ("ref_root", "ours_root", "workdir", "train_vocab", "test_vocab"):
+        setattr(args, a, os.path.abspath(getattr(args, a)))
     os.makedirs(args.workdir, exist_ok=True)
     ph = Placeholders([(args.workdir, "$WORK"), (args.ref_root, "$REF"), (args.ours_root, "$OURS"),
                        (os.path.dirname(args.test_vocab), "$VOCAB"), (HERE, "$HARNESS"),

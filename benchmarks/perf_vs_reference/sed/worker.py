@@ -17,7 +17,8 @@ Tasks:
                           per line on the protocol fd), so that a driver can interleave them
 
 Nothing here changes either implementation's computation: the harness-side patches of the
-authors' code (see README.md) only avoid downloads and the 20-minute text encoding at build.
+authors' code (build_ref) only avoid downloads and the 20-minute text encoding at build; the
+edits of ../patch_reference.py in the authors' tree only let it run on a CPU.
 """
 import argparse
 import gc

@@ -1,8 +1,12 @@
 """Side-by-side CPU inference of our SED-B and the authors' (xb534/SED): speed, memory and
 output agreement, with identical random weights and identical text embeddings.
 
-    python compare.py --ours-root OURS --ref-root REF --ref-path REF_SITE \
-        --workdir WORK --out results.json [--busy-pattern PATTERN ...]
+    python compare.py --ref-root REF --ref-path REF_SITE --workdir WORK --out results.json \
+        [--ours-root OURS] [--modes plain,fast] [--busy-pattern PATTERN ...]
+
+REF is a checkout of xb534/SED patched by ``../patch_reference.py sed REF`` (or the environment
+variable SED_REF_ROOT); REF_SITE a folder holding einops for it (or SED_REF_PATH); OURS the
+checkout to measure (default: the one holding this file). See ../README.md.
 
 Steps (each ``worker.py`` task runs in its own process; see its docstring):
   1. prepare, once, in WORK (kept and reused unless --fresh):
@@ -31,18 +35,15 @@ import sys
 import threading
 import time
 
-sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # harness_common
-from harness_common import ServedWorker  # noqa: E402
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # harness_common, patch_reference
+import patch_reference  # noqa: E402
+from harness_common import ServedWorker, default_vocabulary, own_git_checkout, reference_root  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# What was changed in the authors' tree to run on a CPU (README.md, section 1); none changes
-# the computation.
-REFERENCE_FILE_PATCHES = [
-    "sed/modeling/transformer/sed_predictor.py, SEDPredictor.class_embeddings: 3 x `.cuda()` -> "
-    "`.to((\"cuda\" if torch.cuda.is_available() else \"cpu\"))`",
-    "sed/modeling/transformer/model.py, Aggregator.fast_conv_decoder: `torch.zeros([B, T, H, W]).cuda()` -> "
-    "`torch.zeros([B, T, H, W], device=corr_embed.device)` (else the fast path cannot run on CPU)",
-]
+# this file is benchmarks/perf_vs_reference/sed/compare.py in our repository
+OURS_DEFAULT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+# What the authors' tree needs to run on a CPU (patch_reference.py); none changes the computation.
+REFERENCE_FILE_PATCHES = patch_reference.descriptions("sed")
 REFERENCE_HARNESS_PATCHES = [
     "open_clip.create_model_and_transforms forced to pretrained=None while building (random CLIP init; "
     "SEDPredictor hard-codes the laion_aesthetic_s13b_b82k tag)",
@@ -55,15 +56,20 @@ WORKER = os.path.join(HERE, "worker.py")
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ours-root", required=True, help="root of our repository")
-    p.add_argument("--ref-root", required=True,
-                   help="extracted xb534/SED tree (patched for CPU, see README.md)")
-    p.add_argument("--ref-path", action="append", default=[],
-                   help="extra PYTHONPATH entry for the reference only (e.g. where einops was installed)")
+    p.add_argument("--ours-root", default=OURS_DEFAULT,
+                   help="root of our checkout to measure (default: the one holding this harness, %(default)s)")
+    p.add_argument("--ref-root", default=os.environ.get("SED_REF_ROOT"),
+                   help="checkout of xb534/SED, patched by ../patch_reference.py (default: $SED_REF_ROOT)")
+    p.add_argument("--ref-path", action="append",
+                   default=[x for x in os.environ.get("SED_REF_PATH", "").split(os.pathsep) if x],
+                   help="extra PYTHONPATH entry for the reference only: where einops is installed "
+                        "(repeatable; default: $SED_REF_PATH, os.pathsep-separated)")
     p.add_argument("--python", default=sys.executable, help="interpreter of both workers")
-    p.add_argument("--workdir", required=True)
+    p.add_argument("--workdir", required=True,
+                   help="scratch folder for the prepared weights, text embeddings, image and outputs "
+                        "(reused by later runs)")
     p.add_argument("--out", required=True, help="results JSON")
-    p.add_argument("--vocab", default="", help="class-name JSON (default: OURS/datasets/ade150.json)")
+    p.add_argument("--vocab", default="", help="class-name JSON (default: our checkout's ade150.json)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--height", type=int, default=640)
@@ -74,7 +80,9 @@ def parse_args():
     p.add_argument("--modes", default="plain,fast")
     p.add_argument("--reinit", choices=("none", "normal"), default="none")
     p.add_argument("--fresh", action="store_true", help="redo the preparation even if WORK has it")
-    p.add_argument("--ref-commit", default="", help="commit of the xb534/SED tree, recorded in the JSON")
+    p.add_argument("--ref-commit", default="",
+                   help="commit of the xb534/SED tree, recorded in the JSON (default: its git HEAD, "
+                        "if it is a git checkout)")
     p.add_argument("--busy-pattern", action="append", default=[],
                    help="wait while a process whose command line contains this runs (pgrep -f)")
     p.add_argument("--poll-s", type=float, default=30.0)
@@ -369,6 +377,8 @@ def write_json(results, args):
 
 
 def git_head(root):
+    if not own_git_checkout(root):
+        return None
     r = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True)
     return r.stdout.strip() if r.returncode == 0 else None
 
@@ -388,7 +398,17 @@ def cpu_info():
 
 def main():
     args = parse_args()
-    args.vocab = os.path.abspath(args.vocab or os.path.join(args.ours_root, "datasets", "ade150.json"))
+    args.ref_root = reference_root("sed", args.ref_root, "--ref-root", "SED_REF_ROOT")
+    args.ours_root = os.path.abspath(args.ours_root)
+    if not os.path.isfile(os.path.join(args.ours_root, "sed", "__init__.py")):
+        sys.exit(f"--ours-root: {args.ours_root} is not a checkout of this project (no sed/__init__.py)")
+    for path in args.ref_path:
+        if not os.path.isdir(path):
+            sys.exit(f"--ref-path / SED_REF_PATH: {path} is not a folder")
+    args.vocab = os.path.abspath(args.vocab or default_vocabulary(args.ours_root, "ade150.json", "--vocab"))
+    if not os.path.isfile(args.vocab):
+        sys.exit(f"--vocab: {args.vocab} does not exist")
+    args.ref_commit = args.ref_commit or git_head(args.ref_root) or ""
     os.makedirs(args.workdir, exist_ok=True)
     started = datetime.datetime.now().isoformat(timespec="seconds")
     prepare(args)

@@ -1,4 +1,4 @@
-"""One EOV-Seg implementation in its own process: the authors' (nhw649/EOV-Seg), or ours (later).
+"""One EOV-Seg implementation in its own process: the authors' (nhw649/EOV-Seg), or ours.
 
 Started by ``compare.py``. Both implementations register a detectron2 meta-architecture named
 ``EOV_SEG`` (and both may ship a package named ``eov_seg``), so they never share a process.
@@ -16,7 +16,8 @@ Tasks:
                    so that a driver can interleave implementations.
 
 The image (image.pt) is written by compare.py. Nothing here changes the authors' computation;
-the harness-side patches (README.md, section 1) only make it build and run on a CPU.
+the harness-side patches (install_cpu_patches, build_ref) only make it build and run on a CPU
+without downloads, next to the edits of ../patch_reference.py in the authors' tree.
 """
 import argparse
 import gc
@@ -72,7 +73,8 @@ def load_vocab(path):
 
 # --------------------------------------------------------------------------- the authors' code
 def install_cpu_patches():
-    """Harness-side patches (README.md, 1b). Must run before the authors' package is imported."""
+    """Harness-side patches (recorded as ``harness_patches`` in the JSON). Must run before the
+    authors' package is imported."""
     import types
     import torch
     import torchvision

@@ -1,8 +1,9 @@
 """What both harnesses do alike. The workers (``eov_seg/worker.py``, ``sed/worker.py``):
 logging, memory readings, building a detectron2 model from a checkout's package, loading our
 checkpoints with a report of their keys, the serve loop's first and last lines. The drivers
-(``compare.py``): a served worker's end of that loop. Imported by the reference's workers too,
-so nothing here imports a model package at module level."""
+(``compare.py``): their checked path arguments and a served worker's end of that loop.
+Imported by the reference's workers too, so nothing here imports a model package at module
+level."""
 import json
 import os
 import resource
@@ -12,6 +13,44 @@ import sys
 
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- the drivers' arguments
+def reference_root(name, root, option, env):
+    """The authors' checkout named by ``option`` (default: the environment variable ``env``),
+    absolute; the driver stops with a message unless it exists, is that repository and carries
+    the edits of ``patch_reference.py``."""
+    import patch_reference
+
+    repo = patch_reference.PATCHES[name][0]
+    if not root:
+        sys.exit(f"{option} or the environment variable {env}: the folder of a checkout of {repo} "
+                 f"(see README.md next to patch_reference.py)")
+    root = os.path.abspath(root)
+    if not os.path.isdir(root):
+        sys.exit(f"{option} / {env}: {root} is not a folder")
+    problems = patch_reference.check(name, root)
+    if problems:
+        sys.exit(f"{option} / {env}:\n  " + "\n  ".join(problems))
+    return root
+
+
+def own_git_checkout(root):
+    """Whether ``root`` is the top of a git checkout (not a folder inside another one), so that
+    its ``git log`` describes it."""
+    r = subprocess.run(["git", "-C", root, "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    return r.returncode == 0 and os.path.realpath(r.stdout.strip()) == os.path.realpath(root)
+
+
+def default_vocabulary(ours_root, relative, option):
+    """One of our checkout's vocabulary files (``relative`` to its vocabulary folder, which is
+    ``sed/vocabularies``, or ``datasets`` in older checkouts); the driver stops with a message
+    naming ``option`` if neither exists."""
+    candidates = [os.path.join(ours_root, folder, relative) for folder in ("sed/vocabularies", "datasets")]
+    for path in candidates:
+        if os.path.isfile(path):
+            return path
+    sys.exit(f"{option}: none of {', '.join(candidates)} exists; give the file")
 
 
 def rss_mb(field):
