@@ -1,7 +1,7 @@
 """ADE20K-150 panoptic and instance annotations from the semantic and instance maps (the
 conversion of EOV-Seg's and Mask2Former's prepare_ade20k_{pan,ins}_seg.py).
 
-Things are the 100 ADE-150 classes flagged ``isthing`` in datasets/eov_seg/ade20k_150.json (the
+Things are the 100 ADE-150 classes flagged ``isthing`` in sed/vocabularies/eov_seg/ade20k_150.json (the
 classes that the instance annotations cover), stuff the other 50. Instance class k (the R value
 of an instance PNG, 1..100) is the k-th thing class in ascending ADE-150 id order (1 bed -> 7,
 2 windowpane -> 8, 3 cabinet -> 10, 4 person -> 12, ..., 100 flag -> 149), the table of the
@@ -45,12 +45,13 @@ from panopticapi.utils import IdGenerator
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from sed.data.datasets import VOCABULARY_DIR, palette
+from sed.data.datasets import palette
 from sed.data.prepare import (ADE20K_FOLDERS, load_json, parse_args, read_label, require, require_files,
                               run_jobs, save_atomic, save_json_atomic)
+from sed.resources import vocabulary_path
 from sed.vocabulary import load_vocabulary
 
-VOCABULARY = load_vocabulary(str(VOCABULARY_DIR / "eov_seg" / "ade20k_150.json"))
+VOCABULARY = load_vocabulary(str(vocabulary_path("eov_seg/ade20k_150.json")))
 NUM_CLASSES = len(VOCABULARY)
 THING_CLASSES = tuple(i for i, isthing in enumerate(VOCABULARY.isthing) if isthing)
 # Instance class (R value, 1-based) -> 0-based ADE-150 class.

@@ -1,4 +1,4 @@
-"""PASCAL-Context-459 (val): for the ids (5,104 images) of datasets/reference/pascalcontext_val.txt,
+"""PASCAL-Context-459 (val): for the ids (5,104 images) of sed/reference/pascalcontext_val.txt,
 save ``LabelMap - 1`` of trainval/ID.mat as a uint16 TIFF.
 
 Expects VOCdevkit/VOC2010/JPEGImages and VOCdevkit/VOC2010/trainval/*.mat
@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from scipy.io import loadmat
 
-from sed.data.prepare import REFERENCE_DIR, parse_args, require, run_jobs, save_atomic
+from sed.data.prepare import parse_args, require, run_jobs, save_atomic
+from sed.resources import reference_path
 
 
 def convert(src: Path, dst: Path) -> None:
@@ -25,7 +26,7 @@ def main():
     base = Path(args.root) / "VOCdevkit" / "VOC2010"
     require(base / "JPEGImages", "the VOC2010 images (VOCtrainval_03-May-2010.tar)")
     src_dir = require(base / "trainval", "the trainval/*.mat label maps of PASCAL-Context (trainval.tar.gz)")
-    ids = (REFERENCE_DIR / "pascalcontext_val.txt").read_text().split()
+    ids = reference_path("pascalcontext_val.txt").read_text().split()
     missing = [i for i in ids if not (src_dir / f"{i}.mat").exists()]
     if missing:
         raise SystemExit(f"error: {len(missing)} of {len(ids)} val label maps are missing from {src_dir} "

@@ -1,5 +1,5 @@
 """PASCAL-Context-59 (val): paint each segmentation of trainval_merged.json with its
-category id, keep the 59 ids of datasets/reference/pc59_context_ids.json (sorted: id 0 ->
+category id, keep the 59 ids of sed/reference/pc59_context_ids.json (sorted: id 0 ->
 255, i-th kept id -> i - 1), everything else 255.
 
 Expects VOCdevkit/VOC2010/JPEGImages and VOCdevkit/VOC2010/trainval_merged.json under

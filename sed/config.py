@@ -1,9 +1,13 @@
-"""The models' additions to detectron2's config: `add_sed_config`, `add_eov_seg_config`, and
-`add_project_config` (both, for entry points that pick the model by config)."""
-from typing import Optional
+"""The models' additions to detectron2's config: `add_sed_config`, `add_eov_seg_config`,
+`add_project_config` (every registered model family's, for entry points that pick the model by
+config), and `build_config`, the one way the project's entry points read a config file."""
+from typing import Optional, Sequence
 
 import torch
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+
+from .family import families
 
 # Autocast types named by SOLVER.AMP.PRECISION.
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -207,6 +211,22 @@ def add_eov_seg_config(cfg: CN) -> None:
 
 
 def add_project_config(cfg: CN) -> None:
-    """Every model's keys: entry points pick the model by MODEL.META_ARCHITECTURE alone."""
-    add_sed_config(cfg)
-    add_eov_seg_config(cfg)
+    """Every registered model family's keys: entry points pick the model by
+    MODEL.META_ARCHITECTURE alone."""
+    for family in families():
+        family.add_config(cfg)
+
+
+def build_config(config_file: str, opts: Sequence[str] = (), *, weights: str = "") -> CN:
+    """The project config of ``config_file`` (unfrozen) with the overrides ``opts`` (KEY VALUE
+    ...) and, if given, ``weights`` as MODEL.WEIGHTS; a CUDA device falls back to the CPU where
+    CUDA is not available."""
+    cfg = get_cfg()
+    add_project_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if weights:
+        cfg.MODEL.WEIGHTS = weights
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    return cfg

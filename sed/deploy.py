@@ -1,6 +1,6 @@
 """Run models exported by ``tools/export.py`` with onnxruntime: pre-processing, a vocabulary's
-graph inputs (its text embeddings through the exported text tower), and EOV-Seg's
-post-processing in NumPy.
+graph inputs (its text embeddings through the exported text tower), and the post-processing
+the PyTorch model does after its network, in NumPy.
 
     from sed.deploy import ExportedModel
     model = ExportedModel("eov_seg.onnx", text_encoder="eov_seg_text.onnx")
@@ -9,31 +9,20 @@ post-processing in NumPy.
     out = model(image_rgb, vocabulary, embeddings)
     out["panoptic_seg"]                         # (H, W) int32 ids, [{"id", "category_id", "isthing"}]
 
-The graphs' inputs and outputs are described in :mod:`sed.export`. Pre-processing
-(:func:`resize_for_model`, then :func:`preprocess`):
-
-- SED: none but the layout, (H, W, 3) uint8 RGB -> (3, H, W) float32 0..255; the graph
-  normalises, resizes to its CLIP input, and returns (T, H, W) probabilities at the size given.
-- EOV-Seg: the shortest edge resized to ``INPUT.MIN_SIZE_TEST`` (the longest at most
-  ``INPUT.MAX_SIZE_TEST``; detectron2's ``ResizeShortestEdge``, as the predictor and the
-  evaluation), ``(x - PIXEL_MEAN) / PIXEL_STD`` per channel, then zeros at the bottom and right
-  up to multiples of ``SIZE_DIVISIBILITY``. :func:`eov_seg_postprocess` crops the padding off,
-  resizes to the wanted output size and runs the semantic, panoptic and instance
-  post-processing.
+The graphs' inputs and outputs are described in :mod:`sed.export`; each model family says how
+its file is fed and read (``ModelFamily.deploy``, :class:`sed.family.DeploySpec`): SED's graph
+takes the (3, H, W) float32 0..255 image and returns (T, H, W) probabilities at that size;
+EOV-Seg's is fed a resized, normalised and padded image and post-processed in NumPy
+(:mod:`sed.modeling.eov_seg.deploy`).
 """
 import json
-import os
-from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from detectron2.data import transforms as T
 
-from .clip.text import PROMPT_ENSEMBLES, ClassEmbeddingCache
-from .modeling.eov_seg import inference as torch_inference
-from .modeling.eov_seg.meta_arch import seen_classes
-from .modeling.eov_seg.text_classifier import names_index
+from .clip.text import ClassEmbeddingCache
+from .family import get_family
 from .predictor import parse_vocabulary_spec
 from .vocabulary import Vocabulary
 
@@ -63,34 +52,9 @@ def onnxruntime_session(path: str, threads: int = 0, providers: Optional[Sequenc
     return ort.InferenceSession(str(path), options, providers=chosen)
 
 
-# --- pre-processing ----------------------------------------------------------------------------
-
-
-def resize_for_model(image: np.ndarray, metadata: dict) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> the model's input size: EOV-Seg's shortest-edge resize (as the
-    predictor); SED unchanged (its graph resizes to the CLIP input itself)."""
-    if metadata["family"] != "EOV_SEG":
-        return image
-    resize = T.ResizeShortestEdge(metadata["min_size_test"], metadata["max_size_test"])
-    return resize.get_transform(image).apply_image(image)
-
-
-def preprocess(image: np.ndarray, metadata: dict) -> Tuple[np.ndarray, Tuple[int, int]]:
-    """(H, W, 3) uint8 RGB at the model's input size -> the graph's ``image`` input and (H, W).
-
-    SED: (3, H, W) float32 0..255. EOV-Seg: (3, Hp, Wp) float32, normalised per channel and
-    zero-padded at the bottom and right to multiples of ``size_divisibility``.
-    """
-    height, width = image.shape[:2]
-    x = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
-    if metadata["family"] != "EOV_SEG":
-        return x, (height, width)
-    mean = np.asarray(metadata["pixel_mean"], np.float32)[:, None, None]
-    std = np.asarray(metadata["pixel_std"], np.float32)[:, None, None]
-    div = metadata["size_divisibility"]
-    padded = np.zeros((3, -(-height // div) * div, -(-width // div) * div), np.float32)
-    padded[:, :height, :width] = (x - mean) / std
-    return padded, (height, width)
+def image_to_chw(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32 0..255, contiguous."""
+    return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
 
 
 # --- vocabulary --------------------------------------------------------------------------------
@@ -114,186 +78,13 @@ def text_embeddings(text_session, class_names: Sequence[str], text_metadata: dic
     return cache.compute_with(encode, list(class_names)).numpy()
 
 
-def vocabulary_inputs(embeddings: np.ndarray, vocabulary: Vocabulary, metadata: dict) -> Dict[str, np.ndarray]:
-    """The graph's text inputs for ``vocabulary`` from its embeddings (:func:`text_embeddings`).
-
-    SED: ``text`` (T, P, C). EOV-Seg: ``names`` (S, D), ``name_index`` (T, K) rows of each class's
-    names, ``seen`` (T,) whether a class shares a name with the training vocabulary (stored in the
-    file), for the geometric ensemble.
-    """
-    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
-    if metadata["family"] != "EOV_SEG":
-        return {"text": embeddings}
-    counts = [len(PROMPT_ENSEMBLES["per_name"].split(name)) for name in vocabulary.names]
-    if embeddings.shape[0] != sum(counts):
-        raise ValueError(f"{embeddings.shape[0]} name embeddings for the {sum(counts)} names of the vocabulary")
-    return {"names": embeddings, "name_index": names_index(counts).numpy(),
-            "seen": np.array(seen_classes(metadata["train_class_names"], vocabulary.names), dtype=bool)}
-
-
-# --- EOV-Seg post-processing (NumPy) ---------------------------------------------------------
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    """float32 logistic function in one new array (its passes in place: no temporaries)."""
-    out = np.negative(x, dtype=np.float32)
-    np.exp(out, out=out)
-    out += 1
-    return np.reciprocal(out, out=out)
-
-
-def _source_index(out_size: int, in_size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bilinear sampling along one axis (align_corners False, as ``F.interpolate``): the two
-    source indices of each output index and the second one's weight."""
-    scale = np.float32(in_size) / np.float32(out_size)
-    real = np.maximum(scale * (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5), 0)
-    low = real.astype(np.int64)
-    return low, low + (low < in_size - 1), (real - low).astype(np.float32)
-
-
-def bilinear_resize(maps: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(N, h, w) -> (N, height, width), bilinear with align_corners False (``F.interpolate``)."""
-    y0, y1, wy = _source_index(height, maps.shape[1])
-    x0, x1, wx = _source_index(width, maps.shape[2])
-    rows = [maps[:, y] for y in (y0, y1)]
-    across = [r[:, :, x0] * (1 - wx) + r[:, :, x1] * wx for r in rows]
-    return across[0] * (1 - wy)[:, None] + across[1] * wy[:, None]
-
-
-def crop_and_resize(maps: np.ndarray, size: Tuple[int, int], height: int, width: int) -> np.ndarray:
-    """(N, Hp, Wp) maps of the padded canvas -> the image's ``size`` crop at (height, width)."""
-    maps = maps[:, : size[0], : size[1]]
-    return maps if tuple(size) == (height, width) else bilinear_resize(maps, height, width)
-
-
-def semantic_inference(class_logprobs: np.ndarray, mask_logits: np.ndarray) -> np.ndarray:
-    """(N, T + 1) and (N, H, W) -> (T, H, W) class scores: class probability x mask probability,
-    summed over the proposals."""
-    probs = _softmax(class_logprobs)[:, :-1]
-    n, h, w = mask_logits.shape
-    return (probs.T @ _sigmoid(mask_logits).reshape(n, h * w)).reshape(-1, h, w)
-
-
-def panoptic_inference(class_logprobs: np.ndarray, mask_logits: np.ndarray, isthing: np.ndarray, *,
-                       object_mask_threshold: float, overlap_threshold: float,
-                       threads: int = 0) -> Tuple[np.ndarray, List[dict]]:
-    """Non-overlapping segments: proposals whose best class is not void and scores above
-    ``object_mask_threshold`` compete for each pixel (score x mask probability); a proposal
-    keeps its pixels covered by its mask (probability >= 0.5) if they are at least
-    ``overlap_threshold`` of its mask; stuff segments of one class are merged. As PyTorch's
-    (``sed.modeling.eov_seg.inference``), a band of rows at a time, the bands on ``threads``
-    threads (0: one per CPU).
-
-    Returns:
-        (H, W) int32 segment ids (0: none) and, per segment, ``{"id", "isthing", "category_id"}``.
-    """
-    probs = _softmax(class_logprobs)
-    scores, labels = probs.max(axis=-1), probs.argmax(axis=-1)
-    keep = (labels != probs.shape[-1] - 1) & (scores > object_mask_threshold)
-    height, width = mask_logits.shape[1:]
-    if not keep.any():
-        return np.zeros((height, width), np.int32), []
-    scores, labels, kept = scores[keep], labels[keep], None if keep.all() else np.flatnonzero(keep)
-    owner = np.empty((height, width), np.int64)
-    owned = np.empty((height, width), bool)
-    rows = max(1, torch_inference.PANOPTIC_ELEMENTS_PER_BAND // (len(labels) * width))
-
-    def band(top: int) -> np.ndarray:
-        """Fills the band's owner and owned; returns the pixels each mask covers in it."""
-        logits = mask_logits[:, top : top + rows]
-        masks = _sigmoid(logits if kept is None else logits[kept])
-        covered = masks >= 0.5
-        masks *= scores[:, None, None]
-        owner[top : top + rows] = best = masks.argmax(axis=0)
-        owned[top : top + rows] = np.take_along_axis(covered, best[None], axis=0)[0]
-        return np.count_nonzero(covered.reshape(len(labels), -1), axis=1)
-
-    tops = range(0, height, rows)
-    with ThreadPoolExecutor(min(threads or os.cpu_count() or 1, len(tops))) as pool:  # NumPy frees the GIL
-        original_area = sum(pool.map(band, tops))
-    area = np.bincount(owner.ravel(), minlength=len(labels))
-    segment_area = np.bincount(owner[owned], minlength=len(labels))
-    segment_of, info = torch_inference.assign_segments(labels.tolist(), area.tolist(), original_area.tolist(),
-                                                       segment_area.tolist(), isthing, overlap_threshold)
-    segment_of = np.asarray(segment_of, np.int32)
-    return np.where(owned, segment_of[owner], 0).astype(np.int32), info
-
-
-def instance_inference(class_logprobs: np.ndarray, mask_logits: np.ndarray, isthing: np.ndarray, *,
-                       max_detections: int, things_only: bool) -> Dict[str, np.ndarray]:
-    """The top ``max_detections`` (proposal, class) pairs with their binary masks, scored by
-    class probability x mean mask probability inside the mask, by decreasing score.
-
-    Returns:
-        ``pred_masks`` (K, H, W) float32 0/1, ``scores`` (K,), ``pred_classes`` (K,) int64.
-    """
-    probs = _softmax(class_logprobs)[:, :-1]
-    num_classes = probs.shape[1]
-    flat = probs.ravel()
-    index = np.argsort(-flat, kind="stable")[: min(max_detections, flat.size)]
-    scores, labels, proposals = flat[index], index % num_classes, index // num_classes
-    if things_only:
-        keep = np.asarray(isthing, bool)[labels]
-        scores, labels, proposals = scores[keep], labels[keep], proposals[keep]
-    masks = mask_logits[proposals]
-    binary = (masks > 0).astype(np.float32)
-    inside = (_sigmoid(masks) * binary).reshape(len(masks), -1).sum(1)
-    mask_scores = inside / (binary.reshape(len(masks), -1).sum(1) + 1e-6)
-    scores = scores * mask_scores
-    order = np.argsort(-scores, kind="stable")
-    return {"pred_masks": binary[order], "scores": scores[order], "pred_classes": labels[order]}
-
-
-def eov_seg_postprocess(class_logprobs: np.ndarray, mask_logits: np.ndarray, image_size: Tuple[int, int],
-                        output_size: Tuple[int, int], isthing: Sequence[bool], metadata: dict,
-                        threads: int = 0, **switches: bool) -> dict:
-    """EOV-Seg's outputs from its graph's: what ``EOV_SEG.inference`` does after the network.
-
-    Args:
-        class_logprobs: (N, T + 1), mask_logits: (N, Hp, Wp): the graph's outputs.
-        image_size: (H, W) of the image before padding; output_size: (height, width) wanted
-            (e.g. the original image's, before :func:`resize_for_model`).
-        isthing: (T,) thing flag of each class.
-        metadata: the file's (thresholds, detections per image, which outputs are on).
-        threads: for the panoptic post-processing (:func:`panoptic_inference`; 0: one per CPU).
-        switches: ``semantic_on`` / ``panoptic_on`` / ``instance_on`` overriding the file's.
-    Returns:
-        ``sem_seg`` (T, height, width) float32, ``panoptic_seg`` ((height, width) int32 ids,
-        segments) and ``instances`` (:func:`instance_inference`), those switched on.
-    """
-    on = {k: switches.get(k, metadata[k]) for k in ("semantic_on", "panoptic_on", "instance_on")}
-    isthing = np.asarray(isthing, bool)
-    height, width = output_size
-    out = {}
-    if on["panoptic_on"] or on["instance_on"] or metadata["sem_seg_postprocess_before_inference"]:
-        mask_logits = crop_and_resize(mask_logits, image_size, height, width)
-        if on["semantic_on"]:
-            out["sem_seg"] = semantic_inference(class_logprobs, mask_logits)
-    elif on["semantic_on"]:
-        out["sem_seg"] = crop_and_resize(semantic_inference(class_logprobs, mask_logits), image_size, height, width)
-    if on["panoptic_on"]:
-        out["panoptic_seg"] = panoptic_inference(
-            class_logprobs, mask_logits, isthing, object_mask_threshold=metadata["object_mask_threshold"],
-            overlap_threshold=metadata["overlap_threshold"], threads=threads)
-    if on["instance_on"]:
-        out["instances"] = instance_inference(class_logprobs, mask_logits, isthing,
-                                              max_detections=metadata["detections_per_image"],
-                                              things_only=on["panoptic_on"])
-    return out
-
-
 # --- all of it ---------------------------------------------------------------------------------
 
 
 class ExportedModel:
     """An exported model (and its text tower) run by onnxruntime, from an RGB image to the
-    outputs the PyTorch model gives: SED ``sem_seg`` (T, H, W) probabilities; EOV-Seg
-    :func:`eov_seg_postprocess`'s outputs, at the image's size."""
+    outputs the PyTorch model gives (SED ``sem_seg`` (T, H, W) probabilities; EOV-Seg those of
+    :func:`sed.modeling.eov_seg.deploy.postprocess`), at the image's size."""
 
     def __init__(self, path: str, text_encoder: str = "", threads: int = 0,
                  providers: Optional[Sequence[str]] = None):
@@ -302,16 +93,13 @@ class ExportedModel:
             path: the image side (``tools/export.py --output``).
             text_encoder: the text tower (``--text-encoder``), for :meth:`embed`.
             threads, providers: of the onnxruntime sessions (:func:`onnxruntime_session`); the
-                threads also run EOV-Seg's post-processing (:func:`eov_seg_postprocess`).
+                threads also run the family's post-processing.
         """
         self.threads = threads
         self.metadata = read_metadata(path)
+        self.family = get_family(self.metadata["family"])
         self.session = onnxruntime_session(path, threads, providers)
         self.text_session = onnxruntime_session(text_encoder, threads, providers) if text_encoder else None
-
-    @property
-    def family(self) -> str:
-        return self.metadata["family"]
 
     def vocabulary(self, spec: Union[str, Sequence[str], Vocabulary]) -> Vocabulary:
         """A :class:`Vocabulary` from names ("name:thing" marks a thing), a file or a benchmark name."""
@@ -324,8 +112,14 @@ class ExportedModel:
             raise ValueError("no text tower: give text_encoder (tools/export.py --text-encoder)")
         return text_embeddings(self.text_session, self.vocabulary(vocabulary).names, self.metadata["text"])
 
+    def preprocess(self, image: np.ndarray, resize: bool = True):
+        """(H, W, 3) uint8 RGB -> the graph's ``image`` input and its (H, W) before padding;
+        ``resize``: the model's input resize first (False: the image is already at that size)."""
+        deploy = self.family.deploy
+        return deploy.preprocess(deploy.resize(image, self.metadata) if resize else image, self.metadata)
+
     def run(self, image: np.ndarray, inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
-        """The graph on a pre-processed ``image`` (:func:`preprocess`) and vocabulary ``inputs``."""
+        """The graph on a pre-processed ``image`` (:meth:`preprocess`) and vocabulary ``inputs``."""
         return self.session.run(self.metadata["outputs"], {"image": image, **inputs})
 
     def __call__(self, image: np.ndarray, vocabulary: Union[str, Sequence[str], Vocabulary],
@@ -334,14 +128,12 @@ class ExportedModel:
 
         Args:
             embeddings: the vocabulary's (:meth:`embed`).
-            resize: the model's input resize first (:func:`resize_for_model`; False: the image
-                is already at the model's input size).
-            switches: EOV-Seg's outputs on or off (:func:`eov_seg_postprocess`).
+            resize: as :meth:`preprocess`.
+            switches: outputs on or off (EOV-Seg: ``semantic_on``, ``panoptic_on``, ``instance_on``).
         """
         vocabulary = self.vocabulary(vocabulary)
-        x, size = preprocess(resize_for_model(image, self.metadata) if resize else image, self.metadata)
-        outputs = self.run(x, vocabulary_inputs(embeddings, vocabulary, self.metadata))
-        if self.family != "EOV_SEG":
-            return {"sem_seg": outputs[0]}
-        return eov_seg_postprocess(*outputs, size, image.shape[:2], vocabulary.isthing, self.metadata, self.threads,
-                                   **switches)
+        deploy = self.family.deploy
+        x, size = self.preprocess(image, resize)
+        outputs = self.run(x, deploy.vocabulary_inputs(embeddings, vocabulary, self.metadata))
+        return deploy.postprocess(outputs, size, image.shape[:2], vocabulary.isthing, self.metadata, self.threads,
+                                  **switches)

@@ -1,22 +1,13 @@
-"""Export either model to ONNX with an open vocabulary (``tools/export.py``), checked with
+"""Export any model family to ONNX with an open vocabulary (``tools/export.py``), checked with
 onnxruntime.
 
 The image side is exported with the vocabulary's text embeddings as graph inputs, so one file
 serves any vocabulary (any number of classes T at run time); the text tower is exported on its
-own, so a vocabulary can be embedded outside PyTorch too. The graphs (:data:`GRAPHS`):
-
-- SED: ``image`` (3, H, W) float32 RGB 0..255 and ``text`` (T, P, C) prompt embeddings ->
-  ``probabilities`` (T, H, W). The normalisation, the resize to the CLIP input and back are in
-  the graph; with ``TEST.FAST_INFERENCE`` so is category early rejection (rejected classes 0).
-- EOV-Seg: ``image`` (3, Hp, Wp) normalised and zero-padded to a multiple of
-  ``SIZE_DIVISIBILITY`` (:func:`sed.deploy.preprocess`), ``names`` (S, D) name embeddings,
-  ``name_index`` (T, K) int64 rows of each class's names, ``seen`` (T,) bool classes of the
-  training vocabulary -> ``class_logprobs`` (N, T + 1) after the geometric ensemble (void
-  last) and ``mask_logits`` (N, Hp, Wp): the head outputs before the data-dependent
-  post-processing, which :func:`sed.deploy.eov_seg_postprocess` does in NumPy. The deformable
-  convolutions are ONNX ``DeformConv`` (opset 19), which onnxruntime runs on the CPU.
-- text tower: ``tokens`` (N, L) int64, L up to the context length -> ``embeddings`` (N, C)
-  L2-normalised.
+own, so a vocabulary can be embedded outside PyTorch too. Each model family describes its graph
+(``ModelFamily.export``, :class:`sed.family.ExportSpec`; SED's in
+:mod:`sed.modeling.sed.export`, EOV-Seg's in :mod:`sed.modeling.eov_seg.export`). The text
+tower: ``tokens`` (N, L) int64, L up to the context length -> ``embeddings`` (N, C)
+L2-normalised.
 
 Each file's metadata (``metadata_props``, key ``sed``: JSON) holds what the pre- and
 post-processing need (:mod:`sed.deploy`). Whatever blocks an export stops with an
@@ -25,9 +16,8 @@ post-processing need (:mod:`sed.deploy`). Whatever blocks an export stops with a
 import json
 import re
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Sequence, Tuple
+from typing import Dict, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +26,7 @@ from torch.export import Dim
 
 from .clip.text import encode_tokens
 from .deploy import METADATA_KEY, onnxruntime_session
-from .modeling.eov_seg.text_classifier import TextClassifier, names_index
+from .family import ExportSpec, ModelFamily, get_family
 
 METADATA_FORMAT = 1
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -45,34 +35,6 @@ TORCH_ROOT = Path(torch.__file__).resolve().parent
 
 class ExportError(RuntimeError):
     """What blocks an export: the operator, the module, and why."""
-
-
-class SEDGraph(nn.Module):
-    """SED's image side: (3, H, W) RGB 0..255 and (T, P, C) prompt embeddings -> (T, H, W)
-    probabilities (the model's plain or early-rejection path, as configured)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_with_text([{"image": image}], text)[0]["sem_seg"]
-
-
-class EOVSegGraph(nn.Module):
-    """EOV-Seg's head outputs (``EOV_SEG.head_outputs``) for one normalised, padded image."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: torch.Tensor, names: torch.Tensor, name_index: torch.Tensor,
-                seen: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """image (3, Hp, Wp), names (S, D), name_index (T, K), seen (T,) -> class
-        log-probabilities (N, T + 1) and mask logits (N, Hp, Wp)."""
-        classifier = TextClassifier(names, self.model.void_embedding.weight, name_index)
-        logprobs, masks = self.model.head_outputs(image[None], classifier, seen)
-        return logprobs[0], masks[0]
 
 
 class TextTowerGraph(nn.Module):
@@ -86,80 +48,12 @@ class TextTowerGraph(nn.Module):
         return F.normalize(encode_tokens(self.clip, tokens), dim=-1)
 
 
-def _random_unit(*shape: int) -> torch.Tensor:
-    return F.normalize(torch.randn(*shape), dim=-1)
-
-
-@dataclass(frozen=True)
-class GraphSpec:
-    """How one model family's image side is exported."""
-
-    wrap: Callable[[nn.Module], nn.Module]
-    input_names: Tuple[str, ...]
-    output_names: Tuple[str, ...]
-    default_size: Tuple[int, int]  # (H, W) of the example input when none is given
-    example_inputs: Callable  # (model, height, width) -> graph inputs
-    dynamic_shapes: Callable  # (model, dynamic image size) -> torch.export dynamic shapes
-    metadata: Callable  # (model, cfg) -> what pre- and post-processing need
-    text_tower: Callable  # model -> its open_clip model (text tower and tokenizer)
-
-
-def _sed_example(model, height: int, width: int):
-    """A random image and random embeddings of 3 classes."""
-    clip, cache = model.encoder.clip, model.class_embeddings
-    with torch.no_grad():
-        dim = encode_tokens(clip, cache.tokenizer(["probe"])).shape[-1]
-    return torch.rand(3, height, width) * 255, _random_unit(3, len(cache.templates), dim)
-
-
-def _sed_dynamic(model, dynamic: bool):
-    image = {1: Dim("height", min=2), 2: Dim("width", min=2)} if dynamic else None
-    return image, {0: Dim("classes", min=1)}
-
-
-def _sed_metadata(model, cfg) -> dict:
-    return {"fast_inference": model.fast_inference, "topk": model.topk}
-
-
-def _eov_example(model, height: int, width: int):
-    """A random normalised image, and 3 classes of 2, 1 and 1 random names (the first and
-    last seen in training)."""
-    div = model.size_divisibility
-    if height % div or width % div:
-        raise ExportError(f"EOV-Seg's input is padded to a multiple of MODEL.EOV_SEG.SIZE_DIVISIBILITY ({div}): "
-                          f"--height {height} --width {width} is not; give the padded size")
-    dim = model.void_embedding.weight.shape[1]
-    index = names_index([2, 1, 1])
-    return torch.randn(3, height, width), _random_unit(4, dim), index, torch.tensor([True, False, True])
-
-
-def _eov_dynamic(model, dynamic: bool):
-    div = model.size_divisibility
-    image = {1: div * Dim("height_blocks", min=2), 2: div * Dim("width_blocks", min=2)} if dynamic else None
-    classes = Dim("classes", min=1)
-    return image, {0: Dim("names", min=1)}, {0: classes, 1: Dim("synonyms", min=1)}, {0: classes}
-
-
-def _eov_metadata(model, cfg) -> dict:
-    return {
-        "pixel_mean": model.pixel_mean.flatten().tolist(), "pixel_std": model.pixel_std.flatten().tolist(),
-        "size_divisibility": model.size_divisibility,
-        "min_size_test": cfg.INPUT.MIN_SIZE_TEST, "max_size_test": cfg.INPUT.MAX_SIZE_TEST,
-        "train_class_names": list(model.train_vocabulary.names),
-        "semantic_on": model.semantic_on, "panoptic_on": model.panoptic_on, "instance_on": model.instance_on,
-        "object_mask_threshold": model.object_mask_threshold, "overlap_threshold": model.overlap_threshold,
-        "detections_per_image": model.detections_per_image,
-        "sem_seg_postprocess_before_inference": model.sem_seg_postprocess_before_inference,
-    }
-
-
-GRAPHS: Dict[str, GraphSpec] = {
-    "SED": GraphSpec(SEDGraph, ("image", "text"), ("probabilities",), (640, 640), _sed_example, _sed_dynamic,
-                     _sed_metadata, lambda model: model.encoder.clip),
-    "EOV_SEG": GraphSpec(EOVSegGraph, ("image", "names", "name_index", "seen"), ("class_logprobs", "mask_logits"),
-                         (640, 864), _eov_example, _eov_dynamic, _eov_metadata,
-                         lambda model: model.cnn_backbone.clip_model),
-}
+def export_spec(cfg) -> ExportSpec:
+    """The export description of ``cfg``'s model family; a family without one stops."""
+    family = get_family(cfg)
+    if family.export is None:
+        raise ExportError(f"{family.title} has no ONNX export")
+    return family.export
 
 
 class ModuleStack:
@@ -302,17 +196,17 @@ def save(onnx_program, path: str, metadata: dict) -> None:
     onnx.save_model(model, str(path), save_as_external_data=model.ByteSize() > 2**31 - 2**20)
 
 
-def text_metadata(model: nn.Module, family: str) -> dict:
+def text_metadata(model: nn.Module, family: ModelFamily) -> dict:
     """How the vocabulary's prompts are made, tokenised and combined (``ClassEmbeddingCache``)."""
     import open_clip
     from open_clip.tokenizer import SimpleTokenizer
 
-    cache = model.class_embeddings
+    cache = family.export.text_cache(model)
     if type(cache.tokenizer) is not SimpleTokenizer:
         raise ExportError(f"the text side's tokenizer {type(cache.tokenizer).__name__} is not open_clip's "
                           "SimpleTokenizer, which sed.deploy reproduces")
     text_cfg = (open_clip.get_model_config(cache.model_name) or {}).get("text_cfg", {})
-    return {"family": family, "clip_model": cache.model_name, "templates": list(cache.templates),
+    return {"family": family.name, "clip_model": cache.model_name, "templates": list(cache.templates),
             "prompt_ensemble": cache.ensemble_name, "context_length": cache.tokenizer.context_length,
             "tokenizer_kwargs": text_cfg.get("tokenizer_kwargs", {})}
 
@@ -335,7 +229,7 @@ def compare(session, inputs: Dict[str, torch.Tensor], expected: Sequence[torch.T
 
 def export_image_side(model: nn.Module, cfg, path: str, *, height: int = 0, width: int = 0,
                       dynamic: bool = False, check: bool = True) -> dict:
-    """Export ``model``'s image side (:data:`GRAPHS`) to ``path``; with ``check``, run it with
+    """Export ``model``'s image side (its family's ``ExportSpec``) to ``path``; with ``check``, run it with
     onnxruntime on the example input and return the largest difference from PyTorch per output.
 
     Args:
@@ -343,19 +237,20 @@ def export_image_side(model: nn.Module, cfg, path: str, *, height: int = 0, widt
             family's default.
         dynamic: any image size at run time (the number of classes is always free).
     """
-    family = cfg.MODEL.META_ARCHITECTURE
-    if family not in GRAPHS:
-        raise ExportError(f"MODEL.META_ARCHITECTURE {family!r} has no export; one of {sorted(GRAPHS)}")
+    spec = export_spec(cfg)
     if model.inference_dtype is not None:
         raise ExportError(f"TEST.PRECISION {cfg.TEST.PRECISION}: autocast does not export (torch.export); "
                           "export float32 (TEST.PRECISION float32)")
-    spec = GRAPHS[family]
     default_h, default_w = spec.default_size
     graph = spec.wrap(model.eval())
-    inputs = spec.example_inputs(model, height or default_h, width or default_w)
+    try:
+        inputs = spec.example_inputs(model, height or default_h, width or default_w)
+    except ValueError as error:  # a size the graph cannot take
+        raise ExportError(str(error)) from None
     program = trace(graph, inputs, spec.dynamic_shapes(model, dynamic))
     onnx_program = to_onnx(program, spec.input_names, spec.output_names)
-    metadata = {"family": family, "inputs": list(spec.input_names), "outputs": list(spec.output_names),
+    family = get_family(cfg)
+    metadata = {"family": family.name, "inputs": list(spec.input_names), "outputs": list(spec.output_names),
                 "dynamic_image_size": dynamic, "example_size": list(inputs[0].shape[-2:]),
                 "text": text_metadata(model, family), **spec.metadata(model, cfg)}
     save(onnx_program, path, metadata)
@@ -370,10 +265,10 @@ def export_image_side(model: nn.Module, cfg, path: str, *, height: int = 0, widt
 def export_text_tower(model: nn.Module, cfg, path: str, *, check: bool = True) -> dict:
     """Export the text tower of ``model``'s CLIP (``tokens`` (N, L) -> ``embeddings`` (N, C),
     any N and L up to the context length) to ``path``; ``check`` as :func:`export_image_side`."""
-    family = cfg.MODEL.META_ARCHITECTURE
-    metadata = text_metadata(model, family)
-    graph = TextTowerGraph(GRAPHS[family].text_tower(model)).eval()
-    tokens = model.class_embeddings.tokenizer(["a photo of a cat.", "There is a small fire hydrant in the scene."])
+    spec = export_spec(cfg)
+    metadata = text_metadata(model, get_family(cfg))
+    graph = TextTowerGraph(spec.text_tower(model)).eval()
+    tokens = spec.text_cache(model).tokenizer(["a photo of a cat.", "There is a small fire hydrant in the scene."])
     length = int(tokens.argmax(dim=-1).max()) + 1
     tokens = tokens[:, :length].contiguous()
     shapes = ({0: Dim("prompts", min=1), 1: Dim("length", min=2, max=metadata["context_length"])},)

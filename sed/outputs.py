@@ -2,7 +2,7 @@
 a segmentation: the segments of the task shown, the overlay picture and the output files, in
 one place so that both give the same files for the same image and vocabulary.
 
-Tasks: ``semantic`` (a class per pixel; either model), ``panoptic`` (EOV-Seg's segments: stuff
+Tasks (each model family lists its own, ``ModelFamily.tasks``): ``semantic`` (a class per pixel; either model), ``panoptic`` (EOV-Seg's segments: stuff
 regions and thing instances without overlaps) and ``instance`` (EOV-Seg's thing instances
 scoring at least a confidence threshold).
 """
@@ -16,19 +16,20 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .family import ModelFamily, families_with_task
 from .predictor import Panoptic, PanopticSegment, Segmentation, panoptic_result
 from .visualization import overlay_with_legend, panoptic_overlay
 
-# Per model family: the tasks a demo shows, its default first.
-TASKS: Dict[str, tuple] = {"SED": ("semantic",), "EOV_SEG": ("panoptic", "semantic", "instance")}
 DEFAULT_CONFIDENCE_THRESHOLD = 0.5  # instance task: the lowest score shown (detectron2's demo default)
 
 
-def check_task(task: str, family: str) -> None:
-    """Raise a ValueError naming the choices if ``family`` cannot show ``task``."""
-    if task not in TASKS[family]:
-        raise ValueError(f"{family} shows {' / '.join(TASKS[family])} segmentation, not {task!r}"
-                         + ("; panoptic and instance output need an EOV-Seg config" if family == "SED" else ""))
+def check_task(task: str, family: ModelFamily) -> None:
+    """Raise a ValueError naming the choices if ``family`` cannot show ``task`` (and the
+    families that can)."""
+    if task not in family.tasks:
+        others = [f.title for f in families_with_task(task)]
+        raise ValueError(f"{family.title} shows {' / '.join(family.tasks)} segmentation, not {task!r}"
+                         + (f"; {task} output needs a config of {' or '.join(others)}" if others else ""))
 
 
 def read_image(path) -> Optional[np.ndarray]:

@@ -1,7 +1,7 @@
-"""Python API: segment images with any vocabulary, with either model (SED or EOV-Seg).
+"""Python API: segment images with any vocabulary, with any model family (SED, EOV-Seg).
 
-    from sed import SEDPredictor
-    predictor = SEDPredictor.from_config_file("configs/convnextB_768.yaml", weights="model.pth")
+    from sed import Predictor
+    predictor = Predictor.from_config_file("configs/convnextB_768.yaml", weights="model.pth")
     result = predictor(image_rgb, ["cat", "dog, puppy", "sky"])
     result.labels        # (H, W) int64 indices into the vocabulary
     result.probabilities # (T, H, W) float32
@@ -17,54 +17,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import reduce
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
-from .config import add_project_config
+from .config import build_config
 from .cpu_memory import configure_cpu_memory
+from .family import ModelFamily, families, get_family
+from .resources import vocabulary_path
 from .vocabulary import Vocabulary, parse_vocabulary
 
-VOCABULARY_DIR = Path(__file__).resolve().parents[1] / "datasets"
-# Benchmark name -> the published vocabulary file of each model family.
-BENCHMARK_VOCABULARIES: Dict[str, Dict[str, Path]] = {
-    "SED": {name: VOCABULARY_DIR / f"{name}.json"
-            for name in ("ade150", "ade847", "pc59", "pc459", "voc20", "voc20b", "coco")},
-    "EOV_SEG": {name: VOCABULARY_DIR / "eov_seg" / f"{file}.json" for name, file in {
-        "ade150": "ade20k_150", "ade847": "ade20k_847", "pc59": "pascal_ctx_59", "pc459": "pascal_ctx_459",
-        "voc20": "pascal_voc_20", "voc21": "pascal_voc_21", "coco_panoptic": "coco_panoptic_133",
-        "coco": "coco_stuff_171", "cityscapes": "cityscapes_19", "mapillary": "mapillary_vistas_65",
-        "lvis": "lvis_1203"}.items()},
-}
 MARKERS = {"thing": True, "stuff": False}
-# Per model family: how a vocabulary is set on the model, and config switches the predictor needs.
-SET_VOCABULARY: Dict[str, Callable[[torch.nn.Module, Vocabulary], None]] = {
-    "SED": lambda model, vocabulary: setattr(model, "test_class_names", list(vocabulary.names)),
-    "EOV_SEG": lambda model, vocabulary: setattr(model, "test_vocabulary", vocabulary),
-}
-# Per model family: the vocabulary the model was built with (its config's test vocabulary).
-MODEL_VOCABULARY: Dict[str, Callable[[torch.nn.Module], Vocabulary]] = {
-    "SED": lambda model: Vocabulary(tuple(model.test_class_names), (False,) * len(model.test_class_names)),
-    "EOV_SEG": lambda model: model.test_vocabulary,
-}
-# Per model family: the inference settings one call may change (config key -> model attribute);
-# the rest of the config is fixed when the model is built.
-CALL_OPTIONS: Dict[str, Dict[str, str]] = {
-    "SED": {"TEST.FAST_INFERENCE": "fast_inference", "TEST.TOPK": "topk"},
-    "EOV_SEG": {"MODEL.EOV_SEG.TEST.OBJECT_MASK_THRESHOLD": "object_mask_threshold",
-                "MODEL.EOV_SEG.TEST.OVERLAP_THRESHOLD": "overlap_threshold"},
-}
-PREDICTOR_OPTS: Dict[str, List[str]] = {
-    "SED": [],
-    "EOV_SEG": ["MODEL.EOV_SEG.TEST.SEMANTIC_ON", "True", "MODEL.EOV_SEG.TEST.PANOPTIC_ON", "True",
-                "MODEL.EOV_SEG.TEST.INSTANCE_ON", "True"],
-}
 
 
 @dataclass
@@ -103,26 +72,28 @@ def parse_entry(entry: str, source: str) -> Vocabulary:
     return Vocabulary((name.strip(),), (MARKERS[marker.strip()],))
 
 
-def parse_vocabulary_spec(spec: Union[str, Sequence[str]], family: str = "SED", *, files: bool = True) -> Vocabulary:
+def parse_vocabulary_spec(spec: Union[str, Sequence[str]], family: Union[str, ModelFamily], *,
+                          files: bool = True) -> Vocabulary:
     """Classes with thing flags from a benchmark name of the model family (``ade150``,
     ``coco_panoptic``...), a file (JSON list of names and/or ``{"name", "isthing"}`` objects, or
     one class per line), or the entries themselves. Command-line entries and lines are "name"
     (stuff), "name:thing" or "name:stuff"; ", " inside a name separates synonyms. With
     ``files=False`` no file is read (a server parsing what a visitor typed): a single entry is
-    a benchmark name or a class."""
+    a benchmark name or a class. ``family``: a :class:`ModelFamily` or its name."""
+    family = get_family(family) if isinstance(family, str) else family
+    benchmarks = family.benchmark_vocabularies
     entries = [spec] if isinstance(spec, str) else list(spec)
     source = "the vocabulary"
     if len(entries) == 1:
         only = entries[0]
         is_file = files and os.path.isfile(only)
-        if only in BENCHMARK_VOCABULARIES[family]:
-            path = BENCHMARK_VOCABULARIES[family][only]
+        if only in benchmarks:
+            path = vocabulary_path(benchmarks[only])
             return parse_vocabulary(json.loads(path.read_text(encoding="utf-8")), source=str(path))
-        others = [f for f, names in BENCHMARK_VOCABULARIES.items() if only in names and f != family]
+        others = [f.title for f in families() if only in f.benchmark_vocabularies and f is not family]
         if others and not is_file:
-            raise ValueError(f"{only!r} is a benchmark vocabulary of {' / '.join(others)}; with {family} use one of "
-                             f"{', '.join(BENCHMARK_VOCABULARIES[family])}"
-                             f"{', class names or a file' if files else ' or class names'}")
+            raise ValueError(f"{only!r} is a benchmark vocabulary of {' / '.join(others)}; with {family.title} use "
+                             f"one of {', '.join(benchmarks)}{', class names or a file' if files else ' or class names'}")
         if is_file:
             source, text = repr(only), Path(only).read_text(encoding="utf-8")
             if text.lstrip().startswith("["):
@@ -135,28 +106,21 @@ def parse_vocabulary_spec(spec: Union[str, Sequence[str]], family: str = "SED", 
     return _non_empty(Vocabulary(sum((c.names for c in classes), ()), sum((c.isthing for c in classes), ())), family)
 
 
-def _non_empty(vocabulary: Vocabulary, family: str) -> Vocabulary:
+def _non_empty(vocabulary: Vocabulary, family: ModelFamily) -> Vocabulary:
     if not len(vocabulary):
         raise ValueError("The vocabulary is empty: give class names, a vocabulary file or one of "
-                         f"{', '.join(BENCHMARK_VOCABULARIES[family])}")
+                         f"{', '.join(family.benchmark_vocabularies)}")
     return vocabulary
 
 
-def resolve_vocabulary(spec: Union[str, Sequence[str]], family: str = "SED") -> List[str]:
+def resolve_vocabulary(spec: Union[str, Sequence[str]], family: Union[str, ModelFamily]) -> List[str]:
     """The class names of :func:`parse_vocabulary_spec`."""
     return list(parse_vocabulary_spec(spec, family).names)
 
 
 def load_config(config_file: str, weights: str = "", opts: Sequence[str] = ()) -> CfgNode:
-    cfg = get_cfg()
-    add_project_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    if weights:
-        cfg.MODEL.WEIGHTS = weights
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.SEM_SEG_HEAD.POOLING_SIZES = [1, 1]  # as in every published SED evaluation
+    """The frozen config of ``config_file`` with ``opts`` and ``weights`` (:func:`sed.config.build_config`)."""
+    cfg = build_config(config_file, opts, weights=weights)
     cfg.freeze()
     return cfg
 
@@ -175,14 +139,15 @@ def panoptic_result(ids: torch.Tensor, info: List[dict], probabilities: torch.Te
     return Panoptic(ids.numpy().astype(np.int32), segments)
 
 
-class SEDPredictor:
-    """Build once, then segment RGB images (H, W, 3) uint8 with any vocabulary; either model."""
+class Predictor:
+    """Build once, then segment RGB images (H, W, 3) uint8 with any vocabulary; any model family
+    (the config's MODEL.META_ARCHITECTURE)."""
 
     def __init__(self, cfg: CfgNode):
-        self.family = cfg.MODEL.META_ARCHITECTURE
+        self.family = get_family(cfg)
         cfg = cfg.clone()
         cfg.defrost()
-        cfg.merge_from_list(PREDICTOR_OPTS[self.family])  # every output the result carries
+        cfg.merge_from_list(list(self.family.predictor_opts))
         cfg.freeze()
         self.cfg = cfg
         configure_cpu_memory(cfg)
@@ -190,10 +155,10 @@ class SEDPredictor:
         if cfg.MODEL.WEIGHTS:
             DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
         self.resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
-        self.default_vocabulary = MODEL_VOCABULARY[self.family](self.model)  # its config's test vocabulary
+        self.default_vocabulary = self.family.model_vocabulary(self.model)  # its config's test vocabulary
 
     @classmethod
-    def from_config_file(cls, config_file: str, weights: str = "", opts: Sequence[str] = ()) -> "SEDPredictor":
+    def from_config_file(cls, config_file: str, weights: str = "", opts: Sequence[str] = ()) -> "Predictor":
         return cls(load_config(config_file, weights, opts))
 
     def vocabulary(self, spec: Union[str, Sequence[str], Vocabulary]) -> Vocabulary:
@@ -207,12 +172,12 @@ class SEDPredictor:
     @contextmanager
     def call_options(self, options: Optional[Mapping[str, Any]]):
         """Within the block, the model runs with ``options`` (config key -> value, keys of
-        ``CALL_OPTIONS`` of its family, values of the config value's type) instead of its
+        its family's ``call_options``, values of the config value's type) instead of its
         config's values."""
-        known = CALL_OPTIONS[self.family]
+        known = {option.key: option.attribute for option in self.family.call_options}
         unknown = sorted(set(options or {}) - set(known))
         if unknown:
-            raise ValueError(f"{', '.join(unknown)}: not an option of a {self.family} call; "
+            raise ValueError(f"{', '.join(unknown)}: not an option of a {self.family.title} call; "
                              f"the options are {', '.join(known)} (others are set when the model is built)")
         for key, value in (options or {}).items():
             default = reduce(getattr, key.split("."), self.cfg)
@@ -234,7 +199,7 @@ class SEDPredictor:
         """Segment ``images`` ((H, W, 3) uint8 RGB each) with ``vocabulary``; ``options``
         (see :meth:`call_options`) change inference settings for this call only."""
         vocabulary = self.vocabulary(vocabulary)
-        SET_VOCABULARY[self.family](self.model, vocabulary)
+        self.family.set_vocabulary(self.model, vocabulary)
         inputs = []
         for image in images:
             resized = self.resize.get_transform(image).apply_image(image)
@@ -250,3 +215,6 @@ class SEDPredictor:
             results.append(Segmentation(probs.argmax(0).numpy(), probs, list(vocabulary.names),
                                         list(vocabulary.isthing), panoptic, instances))
         return results
+
+
+SEDPredictor = Predictor  # its earlier name, kept for existing scripts

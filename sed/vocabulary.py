@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from typing import List, Tuple
 
+from .resources import RELATIVE_PATHS_NOTE, resolve_data_file
+
 
 @dataclass(frozen=True)
 class Vocabulary:
@@ -38,10 +40,13 @@ def parse_vocabulary(entries, source: str = "the vocabulary") -> Vocabulary:
 
 
 def load_vocabulary(path: str) -> Vocabulary:
-    """Read a vocabulary file (names are kept byte for byte)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Vocabulary file {path!r} does not exist")
-    with open(path, encoding="utf-8") as f:
+    """Read a vocabulary file (names are kept byte for byte). ``path`` is a config's file value,
+    read as ``sed.resources.resolve_data_file`` says (``datasets/ade150.json`` is the packaged
+    vocabulary unless the working directory has that file)."""
+    resolved = resolve_data_file(path)
+    if not os.path.isfile(resolved):
+        raise FileNotFoundError(f"Vocabulary file {path!r} does not exist ({RELATIVE_PATHS_NOTE})")
+    with open(resolved, encoding="utf-8") as f:
         entries = json.load(f)
     return parse_vocabulary(entries, source=repr(path))
 

@@ -12,6 +12,7 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 from sed import add_project_config, add_sed_config
+from sed.resources import vocabulary_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -42,8 +43,8 @@ def tiny_model(*opts, seed=0):
     cfg = make_cfg(
         "MODEL.ENC.CLIP_MODEL_NAME", TINY_CLIP, "MODEL.ENC.CLIP_PRETRAINED_WEIGHTS", "",
         "MODEL.ENC.IMAGE_SIZE", "256",
-        "MODEL.SEM_SEG_HEAD.TRAIN_CLASS_JSON", str(ROOT / "datasets" / "synthetic.json"),
-        "MODEL.SEM_SEG_HEAD.TEST_CLASS_JSON", str(ROOT / "datasets" / "voc20.json"),
+        "MODEL.SEM_SEG_HEAD.TRAIN_CLASS_JSON", str(vocabulary_path("synthetic.json")),
+        "MODEL.SEM_SEG_HEAD.TEST_CLASS_JSON", str(vocabulary_path("voc20.json")),
         "MODEL.SEM_SEG_HEAD.PROMPT_TEMPLATES", "single", *opts,
     )
     return build_model(cfg).eval()

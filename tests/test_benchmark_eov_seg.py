@@ -10,6 +10,7 @@ from detectron2.modeling import build_model
 from conftest import ROOT
 from sed.modeling.eov_seg.text_classifier import TextClassifier, names_index
 from sed.predictor import load_config
+from sed.resources import vocabulary_path
 
 EOV_TINY = str(ROOT / "configs" / "eov_seg" / "synthetic_tiny.yaml")
 NO_CACHE = ["MODEL.EOV_SEG.TEXT_CACHE_DIR", ""]
@@ -59,7 +60,7 @@ def test_benchmark_measures_eov_seg_training_steps(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(out.read_text())
     assert figures["mode"] == "train" and figures["image_size"] == [64, 64] and figures["amp_grad_scaler"]
-    assert figures["classes"] == len(json.loads((ROOT / "datasets" / "eov_synthetic.json").read_text()))
+    assert figures["classes"] == len(json.loads(vocabulary_path("eov_synthetic.json").read_text()))
     assert figures["iterations_per_s"] > 0 and figures["peak_memory_mb_first_step"] > 0
 
 

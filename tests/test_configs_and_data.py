@@ -10,6 +10,7 @@ from PIL import Image
 from conftest import ROOT, SHARED, make_cfg, tiny_model
 from sed.data import synthetic
 from sed.data.datasets import DATASETS
+from sed.resources import vocabulary_path
 from sed.solver import build_optimizer
 
 
@@ -18,7 +19,7 @@ def test_vocabularies_match_the_published_ones(name):
     reference = SHARED / "reference" / "class_names" / f"{name}.json"
     if not reference.is_file():
         pytest.skip(f"../shared is absent ({reference} not found)")
-    ours = (ROOT / "datasets" / f"{name}.json").read_bytes()
+    ours = vocabulary_path(f"{name}.json").read_bytes()
     assert json.loads(ours) == json.loads(reference.read_bytes())
 
 
@@ -38,7 +39,7 @@ def test_missing_dataset_names_path_and_prepare_command(monkeypatch, tmp_path):
 
 
 def test_synthetic_dataset_layout(synthetic_root):
-    assert json.loads((ROOT / "datasets" / "synthetic.json").read_text()) == synthetic.class_names()
+    assert json.loads(vocabulary_path("synthetic.json").read_text()) == synthetic.class_names()
     label_dir = synthetic_root / "sed_synthetic" / "annotations_detectron2" / "train"
     labels = [np.array(Image.open(p)) for p in sorted(label_dir.glob("*.png"))]
     assert labels and all(label.dtype == np.uint8 and label.ndim == 2 for label in labels)

@@ -188,7 +188,7 @@ def free_port() -> int:
 
 
 def test_one_process_group_training_through_train_net(env_with_datasets, tmp_path):
-    """train_net.py's main in a one-process group (NCCL on a GPU, gloo on the CPU), as
+    """train_net.py's main (sed.engine.main) in a one-process group (NCCL on a GPU, gloo on the CPU), as
     detectron2's launcher starts each of several processes, with AMP."""
     opts = ["OUTPUT_DIR", str(tmp_path / "out"), "MODEL.DEVICE", DEVICE, "SOLVER.MAX_ITER", "2",
             "TEST.EVAL_PERIOD", "0", "SOLVER.IMS_PER_BATCH", "2", "INPUT.MIN_SIZE_TRAIN", "(96,)",
@@ -196,10 +196,11 @@ def test_one_process_group_training_through_train_net(env_with_datasets, tmp_pat
             "SOLVER.AMP.PRECISION", "bfloat16", *TINY]
     code = (
         "import sys, torch.distributed as dist\n"
-        "import train_net\n"
+        "from detectron2.engine import default_argument_parser\n"
         "from detectron2.engine.launch import _distributed_worker\n"
-        "args = train_net.default_argument_parser().parse_args(sys.argv[2:])\n"
-        "_distributed_worker(0, train_net.main, 1, 1, 0, sys.argv[1], (args,))\n"
+        "from sed.engine import main\n"
+        "args = default_argument_parser().parse_args(sys.argv[2:])\n"
+        "_distributed_worker(0, main, 1, 1, 0, sys.argv[1], (args,))\n"
         "print('backend', dist.get_backend(), 'world', dist.get_world_size())\n"
     )
     cmd = [sys.executable, "-c", code, f"tcp://127.0.0.1:{free_port()}",

@@ -12,17 +12,17 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.engine import default_argument_parser
 from detectron2.modeling import build_model
 from panopticapi.utils import rgb2id
 from PIL import Image
 
 from conftest import ROOT, eov_cfg, make_cfg
+from sed import engine
 from sed.data import custom
 from sed.data.custom import CustomDatasetError, check_dataset, checked_split, resolve_custom_datasets
 from sed.data.custom_example import write_examples
-
-sys.path.insert(0, str(ROOT))
-import train_net  # noqa: E402
+from sed.resources import vocabulary_path
 
 SED_CONFIG = "configs/synthetic_tiny.yaml"
 EOV_CONFIG = "configs/eov_seg/synthetic_tiny.yaml"
@@ -273,8 +273,7 @@ def test_same_folder_name_elsewhere_replaces_the_registration_or_clashes(example
 
 
 def build_cfg(config, *opts):
-    args = train_net.default_argument_parser().parse_args(["--config-file", config, *opts])
-    return train_net.build_cfg(args)
+    return engine.build_cfg(default_argument_parser().parse_args(["--config-file", config, *opts]))
 
 
 def test_model_vocabulary_follows_the_dataset_unless_given(examples, monkeypatch):
@@ -302,7 +301,7 @@ def test_eov_seg_checkpoint_of_another_vocabulary_loads_for_fine_tuning(monkeypa
     monkeypatch.chdir(ROOT)
     five = build_model(eov_cfg(config_file=ROOT / EOV_CONFIG))
     torch.save({"model": five.state_dict()}, tmp_path / "five.pth")
-    twenty = build_model(eov_cfg("MODEL.EOV_SEG.TRAIN_CLASS_JSON", str(ROOT / "datasets/voc20.json"),
+    twenty = build_model(eov_cfg("MODEL.EOV_SEG.TRAIN_CLASS_JSON", str(vocabulary_path("voc20.json")),
                                  "MODEL.EOV_SEG.NUM_CLASSES", "20", config_file=ROOT / EOV_CONFIG))
     DetectionCheckpointer(twenty).load(str(tmp_path / "five.pth"))  # raises on any other mismatch
     weight = twenty.light_weight_decoder.criterion.empty_weight

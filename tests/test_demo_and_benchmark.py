@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, TINY_TEXT as TINY
+from sed.resources import vocabulary_path
 
 
 def demo(*args):
@@ -89,7 +90,7 @@ def test_predictor_call_options_hold_for_one_call(weights, monkeypatch):
         plain(image, names, {"TEST.TOPK": 1.5})
     with pytest.raises(ValueError, match="MODEL.EOV_SEG.TEST.OVERLAP_THRESHOLD: not an option of a SED call"):
         plain(image, names, {"MODEL.EOV_SEG.TEST.OVERLAP_THRESHOLD": 0.5})
-    assert plain.default_vocabulary.names == tuple(json.loads((ROOT / "datasets" / "synthetic.json").read_text()))
+    assert plain.default_vocabulary.names == tuple(json.loads(vocabulary_path("synthetic.json").read_text()))
 
 
 def test_benchmark_writes_its_figures(tmp_path):

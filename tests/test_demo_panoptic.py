@@ -14,8 +14,11 @@ from conftest import ROOT
 from detectron2.structures import Instances
 
 from sed import Panoptic, PanopticSegment, SEDPredictor, parse_vocabulary_spec, resolve_vocabulary
+from sed.family import get_family
 from sed.outputs import check_task, class_regions, instance_segments, write_panoptic
 from sed.predictor import Segmentation
+from sed.resources import vocabulary_path
+from sed.tools.demo import expand_inputs, output_names
 from sed.visualization import class_colours, highlight_segment, panoptic_overlay
 from sed.vocabulary import Vocabulary
 
@@ -24,14 +27,14 @@ NO_CACHE = ["MODEL.EOV_SEG.TEXT_CACHE_DIR", ""]
 
 
 def test_command_line_entries_mark_things_and_default_to_stuff():
-    vocabulary = parse_vocabulary_spec(["person:thing", "car, automobile:thing", "sky", "road:stuff"])
+    vocabulary = parse_vocabulary_spec(["person:thing", "car, automobile:thing", "sky", "road:stuff"], "SED")
     assert vocabulary == Vocabulary(("person", "car, automobile", "sky", "road"), (True, True, False, False))
 
 
 def test_vocabulary_files(tmp_path):
     lines = tmp_path / "classes.txt"
     lines.write_text("dog, puppy:thing\n\ngrass\n")
-    assert parse_vocabulary_spec(str(lines)) == Vocabulary(("dog, puppy", "grass"), (True, False))
+    assert parse_vocabulary_spec(str(lines), "SED") == Vocabulary(("dog, puppy", "grass"), (True, False))
     objects = tmp_path / "classes.json"
     objects.write_text(json.dumps([{"name": "cat,cats", "isthing": True}, "sky"]))
     assert parse_vocabulary_spec(str(objects), "EOV_SEG") == Vocabulary(("cat,cats", "sky"), (True, False))
@@ -42,18 +45,18 @@ def test_benchmark_names_resolve_to_the_model_familys_vocabulary():
     assert len(coco) == 133 and sum(coco.isthing) == 80 and coco.names[0].startswith("person")
     ade = parse_vocabulary_spec("ade150", "EOV_SEG")
     assert len(ade) == 150 and sum(ade.isthing) == 100 and ade.names[0].startswith("wall,walls")
-    assert resolve_vocabulary("ade150")[0] == json.loads((ROOT / "datasets" / "ade150.json").read_text())[0]
-    with pytest.raises(ValueError, match="'coco_panoptic' is a benchmark vocabulary of EOV_SEG; with SED use one of ade150"):
+    assert resolve_vocabulary("ade150", "SED")[0] == json.loads(vocabulary_path("ade150.json").read_text())[0]
+    with pytest.raises(ValueError, match="'coco_panoptic' is a benchmark vocabulary of EOV-Seg; with SED use one of ade150"):
         parse_vocabulary_spec("coco_panoptic", "SED")
 
 
 def test_a_server_reads_no_file_named_in_a_vocabulary(tmp_path):
     classes = tmp_path / "classes.txt"
     classes.write_text("cat\ndog\n")
-    assert parse_vocabulary_spec([str(classes)], files=False) == Vocabulary((str(classes),), (False,))
-    assert len(parse_vocabulary_spec(["ade150"], files=False)) == 150
+    assert parse_vocabulary_spec([str(classes)], "SED", files=False) == Vocabulary((str(classes),), (False,))
+    assert len(parse_vocabulary_spec(["ade150"], "SED", files=False)) == 150
     with pytest.raises(ValueError, match="with SED use one of ade150, .*, coco or class names$"):
-        parse_vocabulary_spec(["coco_panoptic"], files=False)
+        parse_vocabulary_spec(["coco_panoptic"], "SED", files=False)
 
 
 @pytest.mark.parametrize("entries, message", [
@@ -63,17 +66,17 @@ def test_a_server_reads_no_file_named_in_a_vocabulary(tmp_path):
 ])
 def test_malformed_entries_are_refused(entries, message):
     with pytest.raises(ValueError, match=message):
-        parse_vocabulary_spec(entries)
+        parse_vocabulary_spec(entries, "EOV_SEG")
 
 
 def test_malformed_files_are_refused(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('["cat", ')
     with pytest.raises(ValueError, match="not valid JSON"):
-        parse_vocabulary_spec(str(bad))
+        parse_vocabulary_spec(str(bad), "EOV_SEG")
     bad.write_text('["cat", {"isthing": true}]')
     with pytest.raises(ValueError, match="entry 1"):
-        parse_vocabulary_spec(str(bad))
+        parse_vocabulary_spec(str(bad), "EOV_SEG")
 
 
 def crafted_panoptic():
@@ -157,9 +160,10 @@ def test_highlight_darkens_all_but_the_segment_and_keeps_the_legend():
 
 
 def test_tasks_per_model():
-    check_task("instance", "EOV_SEG")
-    with pytest.raises(ValueError, match="SED shows semantic segmentation, not 'panoptic'; panoptic and instance"):
-        check_task("panoptic", "SED")
+    check_task("instance", get_family("EOV_SEG"))
+    with pytest.raises(ValueError, match="SED shows semantic segmentation, not 'panoptic'; panoptic output needs a "
+                                         "config of EOV-Seg"):
+        check_task("panoptic", get_family("SED"))
 
 
 @pytest.fixture(scope="module")
@@ -226,9 +230,6 @@ def test_eov_demo_refuses_a_bad_marker(tmp_path):
 
 
 def test_output_names_are_distinct_and_inputs_listed_once(tmp_path):
-    sys.path.insert(0, str(ROOT / "tools"))
-    from demo import expand_inputs, output_names
-
     for relative in ("a/x.png", "a/x.jpg", "b/x.png", "b/y.png"):
         (tmp_path / relative).parent.mkdir(exist_ok=True)
         (tmp_path / relative).write_bytes(b"")

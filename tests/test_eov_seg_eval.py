@@ -14,17 +14,16 @@ from pycocotools import mask as mask_utils
 
 from conftest import ROOT, kill_when
 from sed.data.synthetic import make_panoptic_sample
+from sed.family import get_family
+from sed.resources import vocabulary_path
 from sed.vocabulary import load_vocabulary
 from test_panoptic_evaluation import straightforward_pq
-
-sys.path.insert(0, str(ROOT / "tools"))
-import eval_summary  # noqa: E402
 
 CONFIG = "configs/eov_seg/synthetic_tiny.yaml"
 # The generated classes (red circle, blue triangle, yellow star, sky, grass) as ADE-150 ids:
 # person, car, bed (things), sky, grass (stuff).
 ADE_ID = [12, 20, 7, 2, 9]
-ADE150 = load_vocabulary(str(ROOT / "datasets" / "eov_seg" / "ade20k_150.json"))
+ADE150 = load_vocabulary(str(vocabulary_path("eov_seg/ade20k_150.json")))
 CATEGORIES = [{"id": i, "name": name.split(",")[0], "isthing": int(thing)}
               for i, (name, thing) in enumerate(zip(ADE150.names, ADE150.isthing))]
 VOCABULARY = ["MODEL.EOV_SEG.NUM_CLASSES", "150", "MODEL.EOV_SEG.TRAIN_CLASS_JSON", "datasets/eov_seg/ade20k_150.json",
@@ -137,7 +136,7 @@ def test_panoptic_evaluation_killed_then_resumed_equals_the_uninterrupted_one(ev
     evaluates only the images it had not saved, and reports, and writes, what eval.sh's
     uninterrupted run did."""
     tmp_path, env, common, weights, _, _, _ = evaluated
-    benchmark = next(b for b in eval_summary.BENCHMARKS["EOV_SEG"] if b.name == "ADE-150-panoptic")
+    benchmark = next(b for b in get_family("EOV_SEG").published if b.name == "ADE-150-panoptic")
     out = tmp_path / "resumed"
     inference = out / "inference" / benchmark.dataset
     cmd = [sys.executable, "train_net.py", "--config-file", CONFIG, "--eval-only", "OUTPUT_DIR", str(out),

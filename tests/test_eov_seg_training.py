@@ -12,6 +12,7 @@ from torch import nn
 
 from conftest import ROOT, eov_cfg, kill_after_first_checkpoint
 from sed.data.mapper import PanopticLSJMapper
+from sed.resources import vocabulary_path
 from sed.solver import build_optimizer
 
 CONFIG = "configs/eov_seg/synthetic_tiny.yaml"
@@ -44,7 +45,7 @@ def test_optimizer_groups_follow_the_recipe():
     frozen CLIP parameters are not optimised."""
     from conftest import eov_tiny_model
 
-    model = eov_tiny_model(ROOT / "datasets" / "eov_synthetic.json", ROOT / "datasets" / "eov_synthetic.json")
+    model = eov_tiny_model(vocabulary_path("eov_synthetic.json"), vocabulary_path("eov_synthetic.json"))
     cfg = eov_cfg(config_file=ROOT / CONFIG)
     optimizer = build_optimizer(cfg, model)
     decay = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}

@@ -17,8 +17,9 @@ import test_eov_seg_fixture
 import test_official_fixture
 from conftest import ROOT, tiny_model
 from sed import SEDPredictor
-from sed.deploy import (ExportedModel, eov_seg_postprocess, onnxruntime_session, panoptic_inference, preprocess,
-                        read_metadata, text_embeddings, vocabulary_inputs)
+from sed.deploy import ExportedModel, image_to_chw, onnxruntime_session, read_metadata, text_embeddings
+from sed.modeling.eov_seg.deploy import panoptic_inference, preprocess, vocabulary_inputs
+from sed.modeling.eov_seg.deploy import postprocess as eov_seg_postprocess
 from sed.export import ExportError, checked_session, export_image_side, export_text_tower, save, to_onnx, trace
 from sed.modeling.eov_seg import inference as torch_inference
 from sed.predictor import load_config
@@ -70,7 +71,7 @@ def test_sed_fixture_any_size_and_vocabulary_through_one_file(sed_export, path):
         text = model.text_embeddings(model.test_class_names)
         for image in images("SED"):
             expected = model([{"image": image}])[0]["sem_seg"]
-            (out,) = session.run(None, {"image": preprocess(hwc(image), {"family": "SED"})[0], "text": text.numpy()})
+            (out,) = session.run(None, {"image": image_to_chw(hwc(image)), "text": text.numpy()})
             assert out.shape == (len(classes), *image.shape[1:])
             assert np.abs(out - expected.numpy()).max() < 1e-4
             assert np.array_equal(out.reshape(len(classes), -1).max(1) == 0, expected.flatten(1).amax(1).numpy() == 0)

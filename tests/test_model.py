@@ -10,6 +10,7 @@ from conftest import ROOT, make_cfg, tiny_model
 from sed.modeling.sed import class_aggregation
 from sed.modeling.sed.class_aggregation import LinearAttention
 from sed.modeling.sed.decoder_stage import DecoderStage
+from sed.resources import vocabulary_path
 
 
 @pytest.mark.parametrize("config, expected", [
@@ -51,7 +52,7 @@ def test_vocabulary_swap_without_rebuilding():
 
 
 def test_gradients_reach_image_tower_only_through_the_cost_map():
-    model = tiny_model("MODEL.SEM_SEG_HEAD.TRAIN_CLASS_JSON", str(ROOT / "datasets" / "synthetic.json")).train()
+    model = tiny_model("MODEL.SEM_SEG_HEAD.TRAIN_CLASS_JSON", str(vocabulary_path("synthetic.json"))).train()
     batch = [{"image": torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8),
               "sem_seg": torch.randint(0, 5, (64, 64))} for _ in range(2)]
     losses = model(batch)

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
+from sed.resources import reference_path
 
 
 def prepare(script, root, *extra):
@@ -96,7 +97,7 @@ def test_pascal_context_459(tmp_path):
 
     base = tmp_path / "VOCdevkit" / "VOC2010"
     save(np.zeros((4, 4, 3), np.uint8), base / "JPEGImages" / "2008_000002.jpg")
-    ids = (ROOT / "datasets" / "reference" / "pascalcontext_val.txt").read_text().split()
+    ids = reference_path("pascalcontext_val.txt").read_text().split()
     assert len(ids) > 5000
     (base / "trainval").mkdir(parents=True)
     result = prepare("prepare_pascal_context_459.py", tmp_path)

@@ -15,9 +15,8 @@ from conftest import ROOT, kill_when
 from sed import add_project_config
 from sed.data.resumable_evaluation import (CorruptChunk, evaluation_config, fingerprint, load_chunks, read_chunk,
                                            write_chunk)
-
-sys.path.insert(0, str(ROOT / "tools"))
-import eval_summary  # noqa: E402
+from sed.family import get_family
+from sed.tools import eval_summary
 
 EVAL_ONLY = [sys.executable, "train_net.py", "--config-file", "configs/synthetic_tiny.yaml", "--eval-only"]
 SINGLE = ["MODEL.DEVICE", "cpu", "MODEL.SEM_SEG_HEAD.PROMPT_TEMPLATES", "single", "DATALOADER.NUM_WORKERS", "0"]
@@ -76,13 +75,13 @@ def test_eval_sh_stamp_follows_weights_file_config_and_overrides(tmp_path):
     weights = tmp_path / "model.pth"
     weights.write_bytes(b"weights")
     config = str(ROOT / "configs" / "synthetic_tiny.yaml")
-    benchmark = eval_summary.BENCHMARKS["SED"][0]
+    benchmark = get_family("SED").published[0]
     opts = ["MODEL.WEIGHTS", str(weights), "MODEL.DEVICE", "cpu"]
     base = eval_summary.stamp(config, benchmark, opts)
     assert eval_summary.stamp(config, benchmark, opts) == base
     assert eval_summary.stamp(config, benchmark, opts + ["TEST.PARTIAL_EVERY", "5"]) == base
     assert eval_summary.stamp(config, benchmark, opts + ["TEST.FAST_INFERENCE", "True"]) != base
-    assert eval_summary.stamp(config, eval_summary.BENCHMARKS["SED"][1], opts) != base
+    assert eval_summary.stamp(config, get_family("SED").published[1], opts) != base
     assert eval_summary.stamp(str(ROOT / "configs" / "convnextB_768.yaml"), benchmark, opts) != base
     os.utime(weights, ns=(0, 0))  # the same name and size, another modification time
     assert eval_summary.stamp(config, benchmark, opts) != base

@@ -7,9 +7,10 @@ import sys
 
 import pytest
 import torch
-from detectron2.engine import SimpleTrainer
+from detectron2.engine import SimpleTrainer, default_argument_parser
 
 from conftest import ROOT, kill_after_first_checkpoint, tiny_model
+from sed.engine import Trainer, setup
 from sed.train_loop import AccumulatingTrainer, ResumableCheckpointer
 from test_scripts import FAST, sh
 
@@ -70,17 +71,14 @@ def test_vocabulary_of_the_wrong_length_fails_early(tmp_path, env_with_datasets)
 
 
 def test_nan_loss_stops_with_iteration_and_keeps_last_good_checkpoint(tmp_path, synthetic_root, monkeypatch):
-    sys.path.insert(0, str(ROOT))
-    import train_net as tn
-
     from sed.modeling import SED
 
     monkeypatch.setenv("DETECTRON2_DATASETS", str(synthetic_root))
     monkeypatch.chdir(ROOT)  # the config names files relative to the repository
-    args = tn.default_argument_parser().parse_args(
+    args = default_argument_parser().parse_args(
         ["--config-file", str(ROOT / "configs" / "synthetic_tiny.yaml"), "OUTPUT_DIR", str(tmp_path), *FAST,
          "SOLVER.MAX_ITER", "10", "SOLVER.CHECKPOINT_PERIOD", "2", "MODEL.SEM_SEG_HEAD.TEXT_CACHE_DIR", ""])
-    cfg = tn.setup(args)
+    cfg = setup(args)
     forward = SED.forward
     calls = {"n": 0}
 
@@ -92,7 +90,7 @@ def test_nan_loss_stops_with_iteration_and_keeps_last_good_checkpoint(tmp_path, 
         return losses
 
     monkeypatch.setattr(SED, "forward", forward_with_nan)
-    trainer = tn.Trainer(cfg)
+    trainer = Trainer(cfg)
     with pytest.raises(FloatingPointError, match=r"(?s)iteration=3.*loss_sem_seg_0"):
         trainer.train()
     assert not (tmp_path / "model_final.pth").exists()
@@ -178,22 +176,19 @@ def test_one_training_step_on_the_fixture_batch(monkeypatch):
 
 
 def test_resumed_loader_continues_the_image_stream(synthetic_root, monkeypatch):
-    sys.path.insert(0, str(ROOT))
-    import train_net as tn
-
     monkeypatch.setenv("DETECTRON2_DATASETS", str(synthetic_root))
     monkeypatch.chdir(ROOT)
-    args = tn.default_argument_parser().parse_args(
+    args = default_argument_parser().parse_args(
         ["--config-file", "configs/synthetic_tiny.yaml", "OUTPUT_DIR", "/tmp/unused", *FAST, "SEED", "3",
          "SOLVER.IMS_PER_BATCH", "2"])
-    cfg = tn.setup(args)
+    cfg = setup(args)
 
     def files(loader, n):
         stream = iter(loader)
         return [[d["file_name"] for d in next(stream)] for _ in range(n)]
 
-    uninterrupted = files(tn.Trainer.build_train_loader(cfg), 6)
-    resumed = files(tn.Trainer.build_train_loader(cfg, start_iter=3), 3)
+    uninterrupted = files(Trainer.build_train_loader(cfg), 6)
+    resumed = files(Trainer.build_train_loader(cfg, start_iter=3), 3)
     assert resumed == uninterrupted[3:]
     assert len({f for batch in uninterrupted for f in batch}) > 4
 

@@ -2,6 +2,7 @@
 gradio_client (the files of tools/demo.py for the same image, vocabulary and options; clear
 errors; a queue that survives malformed requests) and in headless Chromium
 (tools/web_demo_browser.py, the steps of the README's screenshot)."""
+import importlib.util
 import json
 import subprocess
 import sys
@@ -20,11 +21,16 @@ gradio_client = pytest.importorskip(
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-sys.path.insert(0, str(ROOT / "tools"))
-from web_demo import EXAMPLE_SIZE, EXAMPLES, TYPED  # noqa: E402
-from web_demo_browser import Browser, Server, browser_missing  # noqa: E402
-
 from sed.data.synthetic import make_panoptic_sample, make_sample  # noqa: E402
+from sed.family import get_family  # noqa: E402
+from sed.resources import vocabulary_path  # noqa: E402
+from sed.tools.web_demo import EXAMPLE_SEEDS, EXAMPLE_SIZE, TYPED  # noqa: E402
+
+# The browser driver is a repository tool (tools/), not part of the package: loaded from its file.
+_browser_spec = importlib.util.spec_from_file_location("web_demo_browser", ROOT / "tools" / "web_demo_browser.py")
+web_demo_browser = importlib.util.module_from_spec(_browser_spec)
+_browser_spec.loader.exec_module(web_demo_browser)
+Browser, Server, browser_missing = web_demo_browser.Browser, web_demo_browser.Server, web_demo_browser.browser_missing
 
 SED_CONFIG = "configs/synthetic_tiny.yaml"
 EOV_CONFIG = "configs/eov_seg/synthetic_tiny.yaml"
@@ -171,7 +177,7 @@ def test_eov_seg_page_gives_the_command_line_demos_files(eov_server, images, tmp
     ("image too large", "large.png is 300 x 240 = 72,000 pixels: this server segments images of at most 70,000 pixels"),
     ("empty vocabulary", "The vocabulary is empty"),
     ("malformed marker", "'cat:animal' ends with the unknown marker 'animal'"),
-    ("another model's benchmark", "'coco_panoptic' is a benchmark vocabulary of EOV_SEG"),
+    ("another model's benchmark", "'coco_panoptic' is a benchmark vocabulary of EOV-Seg"),
 ])
 def test_bad_requests_say_what_is_wrong(sed_server, images, case, message):
     image, typed = {"no image": (None, "cat"), "unreadable image": (images["broken"], "cat"),
@@ -189,7 +195,7 @@ def test_vocabularies_typed_or_picked(sed_server, images, tmp_path):
     typed_path = sed_request(sed_server, images["shapes"], str(classes))  # a class name: the server reads no file
     assert json.loads(web_files(typed_path)["shapes_classes.json"]) == {"0": str(classes)}
     voc20 = json.loads(web_files(sed_request(sed_server, images["shapes"], "", "voc20"))["shapes_classes.json"])
-    assert list(voc20.values()) == json.loads((ROOT / "datasets" / "voc20.json").read_text())
+    assert list(voc20.values()) == json.loads(vocabulary_path("voc20.json").read_text())
 
 
 def test_twenty_queued_requests_some_malformed(sed_server, sed_reference, images):
@@ -225,8 +231,8 @@ def test_in_a_headless_browser(model, request, images, tmp_path):
     image, classes = (images["shapes"], SED_CLASSES) if model == "sed" else (images["panoptic"], EOV_CLASSES)
     request = sed_request if model == "sed" else eov_request
     expected = rows(request(running, image, "\n".join(classes)))
-    make, seeds = EXAMPLES["SED" if model == "sed" else "EOV_SEG"]
-    example = write_png(tmp_path / "example.png", make(np.random.default_rng(seeds[0]), EXAMPLE_SIZE)[0])
+    family = get_family("SED" if model == "sed" else "EOV_SEG")
+    example = write_png(tmp_path / "example.png", family.example_image(EXAMPLE_SEEDS[0], EXAMPLE_SIZE))
     expected_example = rows(request(running, example, "\n".join(classes)))
     browser = Browser()
     try:

@@ -1,57 +1,8 @@
-"""Check a custom dataset folder (README, "Your own dataset") as training and evaluation do
-before they start, and print what it holds: images per split, the classes with their pixel
-share and the number of images they occur in, the classes never present, then every problem
-with its files. Exits with status 1 when there is a problem.
-
-    python tools/check_dataset.py datasets/custom/shapes [--splits train val] [--workers N]
-"""
-import argparse
+"""`python tools/check_dataset.py ...`: the command-line tool :mod:`sed.tools.check_dataset` (see its help, or
+`python -m sed.tools.check_dataset --help`)."""
 import sys
 
-from tabulate import tabulate
-
-from sed.data.custom import check_dataset
-
-
-def summary(report) -> str:
-    """The tables of a report: splits, then classes with their share of labelled pixels per split."""
-    lines = [f"Dataset {report.folder}: {len(report.vocabulary or ())} classes, ignore label {report.ignore_label}"]
-    if report.splits:
-        lines.append(tabulate([[name, s.kind, s.images, s.ignored_pixels] for name, s in report.splits.items()],
-                              headers=["split", "ground truth", "images", "unlabelled pixels"], tablefmt="pipe"))
-    if report.vocabulary and report.splits:
-        kinds = any(report.vocabulary.isthing)  # thing / stuff column
-        headers = ["class"] + ["kind"] * kinds
-        for name in report.splits:
-            headers += [f"{name} pixels %", f"{name} images"]
-        rows = []
-        for i, (class_name, isthing) in enumerate(zip(report.vocabulary.names, report.vocabulary.isthing)):
-            row = [class_name] + [("thing" if isthing else "stuff")] * kinds
-            for stats in report.splits.values():
-                total = sum(stats.pixels) or 1
-                row += [100.0 * stats.pixels[i] / total, stats.images_with[i]]
-            rows.append(row)
-        lines.append(tabulate(rows, headers=headers, floatfmt=".2f", tablefmt="pipe"))
-        for name, stats in report.splits.items():
-            absent = [n for n, count in zip(report.vocabulary.names, stats.pixels) if count == 0]
-            lines.append(f"Classes never present in {name}: {', '.join(absent) if absent else 'none'}")
-    return "\n\n".join(lines)
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", help="the dataset folder (holding classes.json and the split folders)")
-    parser.add_argument("--splits", nargs="+", help="splits to check (default: every folder with images/)")
-    parser.add_argument("--workers", type=int, default=0, help="reading threads (default: one per core)")
-    args = parser.parse_args(argv)
-    report = check_dataset(args.folder, args.splits, workers=args.workers)
-    print(summary(report))
-    if report.problems:
-        print(f"\n{len(report.problems)} problem(s):", *report.problems, sep="\n  - ")
-        return 1
-    print("\nNo problem found.")
-    return 0
-
+from sed.tools.check_dataset import main
 
 if __name__ == "__main__":
     sys.exit(main())

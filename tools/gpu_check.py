@@ -5,11 +5,12 @@ models, each bounded in time, all within a total budget. `bash tools/gpu_check.s
     python tools/gpu_check.py OUT_DIR [--dry-run] [--budget-s 510] [--run-timeout-s 120]
 
 Writes under OUT_DIR: environment.json (device, versions), cuda_tier.log and cuda_tier.xml
-(pytest), one JSON per benchmark (tools/benchmark.py's figures), gpu_check.log (every run's
+(pytest), one JSON per benchmark (sed.tools.benchmark's figures), gpu_check.log (every run's
 output) and summary.json (each step's status, seconds and main figures; also printed, a line
 per step). Benchmarks run in the order of RUNS; those that no longer fit the budget are listed as
-"not run". --dry-run does the same on the CPU with the tiny configs and sizes (for CI). Exits
-non-zero when the CUDA tier or a benchmark fails.
+"not run". --dry-run does the same on the CPU with each model family's tiny config and sizes
+(ModelFamily.tiny_config, tiny_opts; for CI). Exits non-zero when the CUDA tier or a benchmark
+fails.
 """
 import argparse
 import json
@@ -20,28 +21,34 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import List
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import benchmark  # noqa: E402  (imported once: each run forks from this process)
+from sed.config import build_config
+from sed.family import ModelFamily, get_family
+from sed.tools import benchmark  # imported once: each run forks from this process
 
 ROOT = Path(__file__).resolve().parents[1]
 SED_B, SED_L = "configs/convnextB_768.yaml", "configs/convnextL_768.yaml"
 EOV_S, EOV_L = "configs/eov_seg/eov_seg_R50.yaml", "configs/eov_seg/eov_seg_convnext_l.yaml"
-FAMILY = {SED_B: "SED", SED_L: "SED", EOV_S: "EOV_SEG", EOV_L: "EOV_SEG"}
-NO_TEXT_CACHE = {"SED": ["MODEL.SEM_SEG_HEAD.TEXT_CACHE_DIR", ""], "EOV_SEG": ["MODEL.EOV_SEG.TEXT_CACHE_DIR", ""]}
-# --dry-run: each family's tiny config and training crop, and the values replacing the real ones
-TINY_CONFIG = {"SED": "configs/synthetic_tiny.yaml", "EOV_SEG": "configs/eov_seg/synthetic_tiny.yaml"}
-TINY_CROP = {"SED": ["INPUT.CROP.SIZE", "(64,64)"], "EOV_SEG": ["INPUT.IMAGE_SIZE", "64"]}
+# --dry-run: the values replacing the real ones
 DRY_RUN_VALUES = {("--vocabulary", v): "12" for v in ("ade150", "ade847", "coco")} | {("--dtype", "float16"): "bfloat16"}
+
+
+@lru_cache(maxsize=None)
+def family_of(config: str) -> ModelFamily:
+    """The model family of ``config`` (relative to the repository)."""
+    # MODEL.DEVICE cpu: a CUDA config would otherwise have build_config ask whether CUDA is
+    # available, which initialises CUDA in this process before it forks the benchmarks.
+    return get_family(build_config(str(ROOT / config), ["MODEL.DEVICE", "cpu"]))
 
 
 @dataclass
 class Run:
-    """One tools/benchmark.py invocation."""
+    """One sed.tools.benchmark invocation."""
 
     name: str  # also the JSON's file name
     config: str
@@ -51,19 +58,19 @@ class Run:
     opts: List[str] = field(default_factory=list)
 
     def argv(self, dry_run: bool, device: str, out_dir: Path) -> List[str]:
-        """benchmark.py's arguments; a dry run uses the tiny config, 64-pixel inputs and crops,
-        12 classes, batches of at most 2, two timed iterations, and bfloat16 for float16 (which
-        has no fast CPU kernels)."""
+        """benchmark.py's arguments; a dry run uses the family's tiny config, 64-pixel inputs
+        and crops, 12 classes, batches of at most 2, two timed iterations, and bfloat16 for
+        float16 (which has no fast CPU kernels)."""
         args = [DRY_RUN_VALUES.get((a, b), b) if dry_run else b for a, b in zip(["", *self.args], self.args)]
-        family = FAMILY[self.config]
-        config = TINY_CONFIG[family] if dry_run else self.config
+        family = family_of(self.config)
+        config = family.tiny_config if dry_run else self.config
         size = ["--image-size", "64"] if dry_run else (["--image-size", *map(str, self.image_size)] if self.image_size else [])
-        crop = TINY_CROP[family] if dry_run else []
+        crop = list(family.tiny_opts) if dry_run else []
         timing = ["--warmup", "1", "--iters", "2"] if dry_run else ["--warmup", "3", "--iters", "10"]
         batch = min(self.batch_size, 2) if dry_run else self.batch_size
         return ["--config-file", config, "--device", device, *size, "--batch-size", str(batch), *args, *timing,
                 "--random-text-embeddings", "--output", str(out_dir / f"{self.name}.json"),
-                "--opts", *NO_TEXT_CACHE[family], *crop, *self.opts]
+                "--opts", family.text_cache_key, "", *crop, *self.opts]
 
 
 def inference_runs() -> List[Run]:
@@ -100,7 +107,7 @@ RUNS = [
 
 
 def run_benchmark(argv: List[str], log_path: str):
-    """Child process: benchmark.py's main with its output appended to the log."""
+    """Child process: sed.tools.benchmark's main with its output appended to the log."""
     with open(log_path, "a") as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)

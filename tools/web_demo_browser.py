@@ -203,17 +203,17 @@ class Browser:
 
 
 def example_image(config_file: str, folder: Path) -> Path:
-    """A generated image of the kind the config's embedded default was trained on."""
+    """The web demo's first example image for the config's model family (the kind of image its
+    embedded default was trained on)."""
     import cv2
-    import numpy as np
 
-    sys.path.insert(0, str(ROOT / "tools"))
-    from web_demo import EXAMPLE_SIZE, EXAMPLES
-    from sed.predictor import load_config
+    from sed.config import build_config
+    from sed.family import get_family
+    from sed.tools.web_demo import EXAMPLE_SEEDS, EXAMPLE_SIZE
 
-    make, seeds = EXAMPLES[load_config(config_file).MODEL.META_ARCHITECTURE]
+    image = get_family(build_config(config_file)).example_image(EXAMPLE_SEEDS[0], EXAMPLE_SIZE)
     path = Path(folder) / "shapes.png"
-    cv2.imwrite(str(path), cv2.cvtColor(make(np.random.default_rng(seeds[0]), EXAMPLE_SIZE)[0], cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     return path
 
 

@@ -10,15 +10,20 @@ import os
 import open_clip
 from torch import nn
 
+from ..resources import RELATIVE_PATHS_NOTE, resolve_data_file
+
 logger = logging.getLogger(__name__)
 
 
 def resolve_model_name(model_name: str) -> str:
-    """Return the open_clip name of ``model_name``, registering it first if it is a JSON file."""
+    """Return the open_clip name of ``model_name``, registering it first if it is a JSON file
+    (a path read as ``sed.resources.resolve_data_file`` says: ``sed/model_configs/<x>.json`` is
+    the packaged config unless the working directory has that file)."""
     if model_name.endswith(".json"):
-        if not os.path.isfile(model_name):
-            raise FileNotFoundError(f"open_clip model config {model_name!r} does not exist")
-        open_clip.add_model_config(model_name)
+        path = resolve_data_file(model_name)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"open_clip model config {model_name!r} does not exist ({RELATIVE_PATHS_NOTE})")
+        open_clip.add_model_config(path)
         return os.path.splitext(os.path.basename(model_name))[0]
     if model_name not in open_clip.list_models():
         raise ValueError(f"Unknown open_clip model {model_name!r}: give an open_clip model name "

@@ -9,7 +9,6 @@ semantic benchmarks read the same files as SED's, with EOV-Seg's vocabularies.
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -17,10 +16,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_sem_seg
 from detectron2.data.datasets.builtin_meta import CITYSCAPES_CATEGORIES, COCO_CATEGORIES
 
+from ..resources import vocabulary_path
 from ..vocabulary import Vocabulary, load_vocabulary
-
-# The project's vocabulary files (same order as the train ids).
-VOCABULARY_DIR = Path(__file__).resolve().parents[2] / "datasets"
 
 
 @dataclass(frozen=True)
@@ -227,7 +224,7 @@ def load_panoptic_split(spec: PanopticDataset) -> List[Dict]:
     with open(os.path.join(root, spec.panoptic_json)) as f:
         annotations = json.load(f)["annotations"]
     index = {category_id: i for i, category_id in enumerate(spec.category_ids)}
-    isthing = load_vocabulary(str(VOCABULARY_DIR / spec.vocabulary)).isthing
+    isthing = load_vocabulary(str(vocabulary_path(spec.vocabulary))).isthing
     dicts = []
     for annotation in annotations:
         image, sem_seg = PANOPTIC_LAYOUTS[spec.layout](spec, root, annotation)
@@ -245,7 +242,7 @@ def load_panoptic_split(spec: PanopticDataset) -> List[Dict]:
 
 
 def class_names(vocabulary: str) -> List[str]:
-    return list(load_vocabulary(str(VOCABULARY_DIR / vocabulary)).names)
+    return list(load_vocabulary(str(vocabulary_path(vocabulary))).names)
 
 
 def load_sem_seg_label(path: str, dtype=int) -> np.ndarray:
@@ -305,7 +302,7 @@ def register_all() -> None:
     for spec in DATASETS:
         if spec.name in DatasetCatalog.list():
             continue
-        vocabulary = load_vocabulary(str(VOCABULARY_DIR / spec.vocabulary))
+        vocabulary = load_vocabulary(str(vocabulary_path(spec.vocabulary)))
         names = list(vocabulary.names)
         if isinstance(spec, PanopticDataset):
             DatasetCatalog.register(spec.name, lambda spec=spec: load_panoptic_split(spec))
@@ -316,7 +313,7 @@ def register_all() -> None:
             if spec.background_from >= 0:
                 names = names[: spec.background_from] + ["background"]
             extra = semantic_metadata(vocabulary, spec.background_from)
-        set_metadata(spec.name, names, str(VOCABULARY_DIR / spec.vocabulary), spec.ignore_label,
+        set_metadata(spec.name, names, str(vocabulary_path(spec.vocabulary)), spec.ignore_label,
                      spec.evaluator_type, **extra)
 
 

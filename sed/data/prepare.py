@@ -13,9 +13,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ..resources import reference_path
 from .datasets import dataset_root
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "datasets" / "reference"
 # ADE20K's split folders by split name.
 ADE20K_FOLDERS = {"val": "validation", "train": "training"}
 
@@ -53,7 +53,8 @@ def require_files(paths: Sequence[Path], what: str) -> None:
 
 
 def reference(name: str):
-    return load_json(REFERENCE_DIR / name)
+    """The packaged JSON reference table ``name`` (``sed/reference/<name>``), parsed."""
+    return load_json(reference_path(name))
 
 
 def lookup_table(pairs: Iterable[Tuple[int, int]], size: int, fill: int, dtype=np.uint8) -> np.ndarray:

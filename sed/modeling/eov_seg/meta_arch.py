@@ -2,7 +2,6 @@
 decoder -> geometric ensemble with CLIP -> semantic / panoptic / instance outputs."""
 import logging
 from collections import defaultdict
-from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -17,6 +16,7 @@ from ...clip.builder import create_clip_model, resolve_model_name
 from ...clip.text import PROMPT_ENSEMBLES, PROMPT_TEMPLATES, ClassEmbeddingCache
 from ...config import inference_dtype
 from ...vocabulary import Vocabulary, load_vocabulary
+from ..base import OpenVocabularyModel
 from .cnn_clip import CNNCLIP, build_cnn_clip
 from .criterion import SetCriterion
 from .decoder import LightweightDecoder
@@ -54,7 +54,7 @@ def seen_classes(train_names: Sequence[str], test_names: Sequence[str]) -> List[
 
 
 @META_ARCH_REGISTRY.register()
-class EOV_SEG(nn.Module):  # noqa: N801  (the registered name of the authors' configs)
+class EOV_SEG(OpenVocabularyModel):  # noqa: N801  (the registered name of the authors' configs)
     """EOV-Seg: efficient open-vocabulary panoptic segmentation.
 
     Input: detectron2's list of dicts with ``image`` (3, H, W) RGB 0..255, optional
@@ -111,17 +111,15 @@ class EOV_SEG(nn.Module):  # noqa: N801  (the registered name of the authors' co
             inference_dtype: autocast type of the network at inference (None: float32); the
                 ensemble and post-processing run in float32.
         """
-        super().__init__()
+        super().__init__(class_embeddings=class_embeddings, pixel_mean=pixel_mean, pixel_std=pixel_std,
+                         inference_dtype=inference_dtype)
         self.cnn_backbone = cnn_backbone
         self.vit_backbone = vit_backbone
         self.lite_aggr = lite_aggr
         self.light_weight_decoder = light_weight_decoder
         self.void_embedding = nn.Embedding(1, embed_dim)
-        self.class_embeddings = class_embeddings
         self.train_vocabulary = train_vocabulary
         self.test_vocabulary = test_vocabulary
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         self.size_divisibility = size_divisibility
         self.ensemble_alpha, self.ensemble_beta = ensemble_alpha, ensemble_beta
         self.ensemble_on_valid_mask = ensemble_on_valid_mask
@@ -130,10 +128,9 @@ class EOV_SEG(nn.Module):  # noqa: N801  (the registered name of the authors' co
         self.overlap_threshold = overlap_threshold
         self.detections_per_image = detections_per_image
         self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
-        self.inference_dtype = inference_dtype
-        # NHWC weights; inference also feeds NHWC images (CNN CLIP about 25% faster on CPU),
-        # training NCHW ones (its backward pass measured slower with NHWC input on CPU).
-        self.to(memory_format=torch.channels_last)
+        # Inference also feeds NHWC images; training NCHW ones (its backward pass is slower
+        # with NHWC input on CPU).
+        self.use_channels_last()
         self.register_load_state_dict_pre_hook(self._drop_unused_vit_keys)
         self.register_load_state_dict_post_hook(self._check_loaded_keys)
 
@@ -203,7 +200,6 @@ class EOV_SEG(nn.Module):  # noqa: N801  (the registered name of the authors' co
 
     @staticmethod
     def _check_loaded_keys(module, incompatible_keys):
-        module.class_embeddings.clear()  # the text tower may have changed
         missing, unexpected = incompatible_keys.missing_keys, incompatible_keys.unexpected_keys
         if missing or unexpected:
             raise RuntimeError(
@@ -213,10 +209,6 @@ class EOV_SEG(nn.Module):  # noqa: N801  (the registered name of the authors' co
             )
 
     # --- vocabulary ----------------------------------------------------------------------------
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
 
     def names_per_class(self, vocabulary: Vocabulary) -> List[List[str]]:
         split = PROMPT_ENSEMBLES["per_name"].split
@@ -239,9 +231,6 @@ class EOV_SEG(nn.Module):  # noqa: N801  (the registered name of the authors' co
         return torch.tensor(seen, device=self.device)
 
     # --- forward -------------------------------------------------------------------------------
-
-    def normalize(self, batched_inputs: List[dict]) -> List[torch.Tensor]:
-        return [(x["image"].to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
 
     def predict(self, images: torch.Tensor, classifier: TextClassifier,
                 all_stages: bool = True) -> Tuple[List[torch.Tensor], List[torch.Tensor], Dict]:
@@ -298,8 +287,7 @@ class EOV_SEG(nn.Module):  # noqa: N801  (the registered name of the authors' co
             (B, N, T + 1) float32 class log-probabilities of the N proposals after the geometric
             ensemble (void last), and (B, N, Hp, Wp) float32 mask logits.
         """
-        reduced = self.inference_dtype is not None
-        with torch.autocast(self.device.type, dtype=self.inference_dtype) if reduced else nullcontext():
+        with self.inference_autocast():
             class_logits, mask_logits, features = self.predict(
                 images.contiguous(memory_format=torch.channels_last), classifier, all_stages=False)
             dense = features["clip_vis_dense"]

@@ -1,0 +1,38 @@
+"""The command line of ``train_net.py``: train, or evaluate (``--eval-only``), in one process or
+several (detectron2's ``default_argument_parser`` and launcher)."""
+import argparse
+from typing import Dict, Optional, Sequence
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import default_argument_parser
+
+from ..launch import launch
+from .configure import build_cfg, setup
+from .trainer import Trainer
+
+
+def main(args: argparse.Namespace) -> Optional[Dict]:
+    """One process's run of ``args``: training (resumed from OUTPUT_DIR with ``--resume``), or
+    with ``--eval-only`` the evaluation of MODEL.WEIGHTS (or the last checkpoint with
+    ``--resume``). Returns the final evaluation's results, if there was one."""
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        return Trainer.test(cfg, model)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    trainer.train()
+    # Set by the final evaluation of DefaultTrainer's EvalHook, through Trainer.test.
+    return getattr(trainer, "_last_eval_results", None)
+
+
+def run(argv: Optional[Sequence[str]] = None) -> None:
+    """Parse ``argv`` (default: the command line) and run :func:`main` in each process of the launch."""
+    args = default_argument_parser().parse_args(argv)
+    if args.num_gpus * args.num_machines > 1:
+        # Check custom dataset folders here, once, stopping before any process starts; the
+        # processes find the success remembered (sed.data.custom.CHECK_CACHE_DIR).
+        build_cfg(args)
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))

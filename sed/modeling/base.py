@@ -1,0 +1,50 @@
+"""What every meta-architecture of the project shares: input normalisation, the device it runs
+on, the autocast region of reduced-precision inference, the text-embedding cache cleared when
+weights are loaded, and channels-last weights."""
+from contextlib import nullcontext
+from typing import ContextManager, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from ..clip.text import ClassEmbeddingCache
+
+
+class OpenVocabularyModel(nn.Module):
+    """Base of the meta-architectures: subclasses assign their modules, then call
+    :meth:`use_channels_last`."""
+
+    def __init__(self, *, class_embeddings: ClassEmbeddingCache, pixel_mean: Sequence[float],
+                 pixel_std: Sequence[float], inference_dtype: Optional[torch.dtype]):
+        """
+        Args:
+            class_embeddings: the text-embedding cache of the vocabularies.
+            pixel_mean, pixel_std: (3,) normalisation of 0..255 RGB input.
+            inference_dtype: autocast type at inference (None: float32).
+        """
+        super().__init__()
+        self.class_embeddings = class_embeddings
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self.inference_dtype = inference_dtype
+        # Embeddings computed from the previous weights of the text tower are stale.
+        self.register_load_state_dict_post_hook(lambda module, keys: module.class_embeddings.clear())
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def normalize(self, batched_inputs: List[dict]) -> List[torch.Tensor]:
+        """Each input's ``image`` (3, H, W) 0..255 RGB -> (3, H, W) float32, normalised, on the device."""
+        return [(x["image"].to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+
+    def inference_autocast(self) -> ContextManager:
+        """The autocast region of inference at ``inference_dtype`` (none in training or float32)."""
+        if self.training or self.inference_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.inference_dtype)
+
+    def use_channels_last(self) -> None:
+        """NHWC weights: convolutions skip layout reorders and channel-last linear layers read
+        their input in place (faster on CPU, same outputs)."""
+        self.to(memory_format=torch.channels_last)

@@ -1,0 +1,474 @@
+"""Measure the speed and memory of a model of any family (SED, EOV-Seg; the config's
+MODEL.META_ARCHITECTURE picks it). Also ``python -m sed.tools.benchmark`` or ``sed-benchmark``.
+
+    python tools/benchmark.py --config-file configs/convnextB_768.yaml --vocabulary ade150 \\
+        --image-size 768 --batch-size 1 --device cpu --dtype float32 [--fast --topk 8] \\
+        [--output results.json] [--opts KEY VALUE ...]
+    python tools/benchmark.py --config-file configs/eov_seg/eov_seg_R50.yaml --vocabulary ade150 \\
+        --image-size 640 853 --device cpu
+    python tools/benchmark.py --config-file configs/convnextB_768.yaml --vocabulary coco --train --device cuda
+    python tools/benchmark.py --config-file configs/eov_seg/eov_seg_R50.yaml --train --dtype float16
+    python tools/benchmark.py --config-file configs/convnextB_768.yaml --vocabulary pc459 \\
+        --random-text-embeddings --fast --ranked-rejection --topk 8 32 128 459 --plot curve.png
+    python tools/benchmark.py --config-file configs/eov_seg/eov_seg_R50.yaml --random-text-embeddings \\
+        --onnx eov_seg.onnx
+
+Inference: warm-up, then timed iterations (the device synchronised) on random images of
+--image-size (one value: square; two: height and width; default: the family's, e.g. SED's
+768x768 CLIP input, EOV-Seg's published test resize of a 4:3 image, 640x853, with panoptic
+output), with random weights or MODEL.WEIGHTS (--opts); reports ms/image (median, p10, p90),
+images/s, parameters held and those the inference runs (the text tower's are not, once the
+vocabulary's embeddings are cached), GFLOPs per image (fvcore: one multiply-add counts as one;
+network and semantic output), peak memory (CUDA allocator on GPU, process RSS on CPU), device,
+software versions, the classes kept by category early rejection (families that have it: SED)
+and the time taken to get the vocabulary's text embeddings (encoded, or read from the disk
+cache). --dtype bfloat16 also reports the agreement with float32. --train reports training
+iterations/s and memory at the recipe's crop and --batch-size (random labels of the family's
+kind, e.g. SED: label maps over the vocabulary, EOV-Seg: panoptic masks over the config's
+training classes; the training loop's own step, --dtype its autocast type, float16 with the
+gradient scaler; the peak over all steps, which includes the optimizer state, and that of the
+first step); --text-only just the text embeddings (prompts and prompts/s). Prints the figures
+and writes them as JSON (--output).
+
+--onnx FILE (a tools/export.py export of the same config and weights; random weights: both
+tools use seed 0) also runs the file with onnxruntime (CPU, or CUDA where onnxruntime has it)
+on the same images and vocabulary, interleaved with PyTorch (one PyTorch pass, then one
+onnxruntime pass, per iteration), from the uint8 image to the outputs the PyTorch model
+gives (sed.deploy: pre-processing, the graph, the family's post-processing in NumPy, the same
+outputs switched on): its figures are under "onnxruntime", with how far its outputs are from
+PyTorch's (peak memory is that of the process, both runtimes together).
+
+Several --topk values (families with early rejection) measure the early-rejection curve: plain
+inference, then each TOPK, as a list under "curve" (and a picture with --plot). Random weights
+rank classes at random and keep nearly all of them; --ranked-rejection makes the rejection
+heads rank the classes in one fixed order, so exactly TOPK classes go through the decoder, as
+when trained heads agree.
+"""
+import argparse
+import itertools
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
+from fvcore.nn import FlopCountAnalysis
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from sed.config import INFERENCE_DTYPES
+from sed.cpu_memory import configure_cpu_memory
+from sed.family import ModelFamily, get_family
+from sed.predictor import load_config, parse_vocabulary_spec
+from sed.solver import build_optimizer
+from sed.train_loop import AccumulatingTrainer
+from sed.vocabulary import Vocabulary
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--vocabulary", default="ade150",
+                        help="benchmark name, vocabulary file, or a number of classes (generated names)")
+    parser.add_argument("--image-size", type=int, nargs="+", default=None,
+                        help="random input images: side (square) or height and width; default by model")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=sorted(INFERENCE_DTYPES), default="float32",
+                        help="autocast type (float32: none); inference also reports its argmax agreement with float32")
+    parser.add_argument("--fast", action="store_true", help="category early rejection (TEST.FAST_INFERENCE)")
+    parser.add_argument("--topk", type=int, nargs="+", default=[8],
+                        help="classes each pixel keeps; several values: the early-rejection curve")
+    parser.add_argument("--ranked-rejection", action="store_true",
+                        help="rejection heads rank classes in a fixed order: exactly TOPK classes are kept")
+    parser.add_argument("--plot", default="", help="PNG of the early-rejection curve (several --topk)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
+    parser.add_argument("--random-text-embeddings", action="store_true",
+                        help="skip encoding the vocabulary (random class embeddings): image-side figures only")
+    parser.add_argument("--train", action="store_true", help="measure training iterations instead")
+    parser.add_argument("--text-only", action="store_true",
+                        help="only the vocabulary's text embeddings (cold: give an empty TEXT_CACHE_DIR)")
+    parser.add_argument("--onnx", default="", help="exported model (tools/export.py) timed against PyTorch")
+    parser.add_argument("--output", default="", help="JSON file for the results")
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[])
+    args = parser.parse_args(argv)
+    if len(args.topk) > 1 and not args.fast:
+        parser.error("several --topk values measure the early-rejection curve: add --fast")
+    if args.plot and len(args.topk) == 1:
+        parser.error("--plot draws the early-rejection curve: give several --topk values")
+    if args.image_size and len(args.image_size) > 2:
+        parser.error("--image-size takes a side or a height and a width")
+    if args.onnx and (args.train or args.text_only or len(args.topk) > 1 or args.batch_size != 1
+                      or args.dtype != "float32"):
+        parser.error("--onnx times float32 inference of one image at a time (no --train, --text-only, curve, "
+                     "--batch-size or --dtype)")
+    return args
+
+
+def check_family(args: argparse.Namespace, cfg) -> ModelFamily:
+    """The model family of the config; flags the model has no use for stop with an error."""
+    try:
+        family = get_family(cfg)
+    except ValueError as error:
+        raise SystemExit(f"benchmark.py: {error}") from None
+    if not family.benchmark.early_rejection and (args.fast or args.ranked_rejection or len(args.topk) > 1):
+        raise SystemExit(f"benchmark.py: --fast, --topk and --ranked-rejection measure category early rejection, "
+                         f"which {family.title} does not have")
+    return family
+
+
+def vocabulary(spec: str, family: ModelFamily) -> Vocabulary:
+    """A benchmark name of ``family``, a file or class names; a number: that many generated
+    names, even ones things."""
+    if spec.isdigit():
+        return Vocabulary(tuple(f"class {i}" for i in range(int(spec))), tuple(i % 2 == 0 for i in range(int(spec))))
+    return parse_vocabulary_spec(spec, family)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else the platform's processor or architecture."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def synchronize(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def timed(step, device, warmup, iters):
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(iters):
+        synchronize(device)
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def time_inference(model, images, device, warmup, iters, count_kept: bool) -> dict:
+    """Timing of inference on ``images`` (uint8 (3, H, W) tensors, one batch); with
+    ``count_kept``, the mean number of classes early rejection kept (non-zero scores)."""
+    inputs = [{"image": im} for im in images]
+    kept = []
+
+    @torch.no_grad()
+    def step():
+        out = model(inputs)
+        if count_kept:
+            kept.append(float(np.mean([int((o["sem_seg"].flatten(1).amax(1) > 0).sum()) for o in out])))
+
+    figures = per_image_figures(timed(step, device, warmup, iters), len(images))
+    return {**figures, "classes_kept": statistics.mean(kept)} if count_kept else figures
+
+
+def per_image_figures(times, batch_size: int) -> dict:
+    """Seconds per iteration -> ms per image (median, p10, p90) and images/s."""
+    per_image = sorted(t / batch_size * 1000 for t in times)
+    median = statistics.median(per_image)
+    return {
+        "ms_per_image": {"median": median, "p10": float(np.percentile(per_image, 10)),
+                         "p90": float(np.percentile(per_image, 90))},
+        "images_per_s": 1000 / median,
+    }
+
+
+def panoptic_categories(panoptic_seg) -> torch.Tensor:
+    """(H, W) class of each pixel's panoptic segment (-1: none) from ``(ids, segments)``."""
+    ids, segments = panoptic_seg
+    categories = torch.full(ids.shape, -1, dtype=torch.long, device=ids.device)
+    for segment in segments:
+        categories[ids == segment["id"]] = segment["category_id"]
+    return categories
+
+
+@torch.no_grad()
+def agreement_with_float32(model, images) -> dict:
+    """How far reduced-precision outputs are from float32: the fraction of pixels keeping their
+    predicted class (argmax), the largest score change, and the median float32 margin between
+    the two best classes (labels flip where the margin is below the change); with panoptic
+    output, the fraction of pixels whose segment keeps its class."""
+    inputs = [{"image": im} for im in images]
+    reduced_out = model(inputs)
+    dtype, model.inference_dtype = model.inference_dtype, None
+    full_out = model(inputs)
+    model.inference_dtype = dtype
+    figures = {}
+    if "sem_seg" in full_out[0]:
+        reduced = torch.stack([o["sem_seg"] for o in reduced_out]).float()
+        full = torch.stack([o["sem_seg"] for o in full_out])
+        figures["argmax_agreement_vs_float32"] = float((reduced.argmax(1) == full.argmax(1)).float().mean())
+        figures["max_probability_change_vs_float32"] = float((reduced - full).abs().max())
+        if full.shape[1] > 1:
+            top2 = full.topk(2, dim=1).values
+            figures["float32_top2_margin_median"] = float((top2[:, 0] - top2[:, 1]).median())
+    if "panoptic_seg" in full_out[0]:
+        same = [(panoptic_categories(r["panoptic_seg"]) == panoptic_categories(f["panoptic_seg"])).float().mean()
+                for r, f in zip(reduced_out, full_out)]
+        figures["panoptic_class_agreement_vs_float32"] = float(torch.stack(same).mean())
+    return figures
+
+
+class TensorRecorder(TorchDispatchMode):
+    """Records the storages of every tensor the operators it sees read."""
+
+    def __init__(self):
+        super().__init__()
+        self.storages = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self._record((args, kwargs))
+        return func(*args, **(kwargs or {}))
+
+    def _record(self, value):
+        if isinstance(value, torch.Tensor):
+            self.storages.add(value.untyped_storage().data_ptr())
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                self._record(v)
+        elif isinstance(value, dict):
+            for v in value.values():
+                self._record(v)
+
+
+@torch.no_grad()
+def parameters_run(model, images) -> int:
+    """Parameters one inference pass on ``images`` reads (text embeddings already cached).
+    Copies that inference derives from weights and keeps (``clear_inference_cache``: the
+    ResNet CLIP's folded BatchNorms) are remade inside the pass, which thereby reads their
+    weights."""
+    inputs = [{"image": im} for im in images]
+    for module in model.modules():
+        if hasattr(module, "clear_inference_cache"):
+            module.clear_inference_cache()
+    with TensorRecorder() as recorder:
+        model(inputs)
+    return sum(p.numel() for p in model.parameters() if p.untyped_storage().data_ptr() in recorder.storages)
+
+
+def rank_classes_in_order(module, inputs, scores):
+    """Forward hook for a rejection head: (T', 1, h, w) scores -> -t for the t-th class."""
+    rank = torch.arange(scores.shape[0], device=scores.device, dtype=scores.dtype)
+    return (-rank).view(-1, 1, 1, 1).expand_as(scores)
+
+
+def plot_curve(curve, path: str, title: str):
+    """PNG of ms/image against the classes kept, with plain inference as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plain = [p for p in curve if p["topk"] is None][0]
+    fast = [p for p in curve if p["topk"] is not None]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([p["classes_kept"] for p in fast], [p["ms_per_image"]["median"] for p in fast], "o-",
+            label="early rejection")
+    ax.axhline(plain["ms_per_image"]["median"], color="gray", linestyle="--",
+               label=f"plain, all {plain['classes_kept']:.0f} classes")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([p["classes_kept"] for p in fast], [f"{p['classes_kept']:.0f}" for p in fast])
+    ax.set_xlabel("classes kept through the decoder")
+    ax.set_ylabel("ms per image (median)")
+    ax.set_title(title)
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def time_against_onnxruntime(model, image: torch.Tensor, vocabulary: Vocabulary, path: str, device: torch.device, *,
+                             family: ModelFamily, warmup: int, iters: int) -> dict:
+    """PyTorch and the exported ``path`` (``sed.deploy.ExportedModel``) on ``image`` (uint8
+    (3, H, W)), interleaved: PyTorch's figures, and the file's under "onnxruntime". ``family``
+    (the model's) says whether the file was exported for this model."""
+    from sed.deploy import ExportedModel
+
+    exported = ExportedModel(path, threads=torch.get_num_threads())
+    meta = exported.metadata
+    if meta["family"] != family.name:
+        raise SystemExit(f"benchmark.py: {path} is a {meta['family']} export, the config a {family.name}")
+    mismatch = family.benchmark.export_mismatch(meta, model)
+    if mismatch:
+        raise SystemExit(f"benchmark.py: {path} does not match the model: {mismatch}")
+    names = list(vocabulary.names)
+    embeddings = model.text_embeddings(names).cpu().numpy()
+    hwc = image.permute(1, 2, 0).numpy()
+    switches = {k: getattr(model, k) for k in ("semantic_on", "panoptic_on", "instance_on") if hasattr(model, k)}
+    inputs, outs, times = [{"image": image}], {}, {"pytorch": [], "onnxruntime": []}
+    steps = {"pytorch": lambda: outs.__setitem__("pytorch", model(inputs)[0]),
+             "onnxruntime": lambda: outs.__setitem__("onnxruntime", exported(hwc, vocabulary, embeddings, resize=False,
+                                                                              **switches))}
+    with torch.no_grad():
+        for i in range(warmup + iters):
+            for name, step in steps.items():
+                elapsed = timed(step, device, 0, 1)
+                if i >= warmup:
+                    times[name] += elapsed
+    import onnxruntime
+
+    ours, theirs = outs["pytorch"], outs["onnxruntime"]
+    figures = {"file": path, "version": onnxruntime.__version__, "providers": exported.session.get_providers(),
+               **per_image_figures(times["onnxruntime"], 1)}
+    if "sem_seg" in ours:
+        difference = torch.from_numpy(theirs["sem_seg"]) - ours["sem_seg"].cpu()
+        figures["max_abs_difference_sem_seg"] = float(difference.abs().max())
+    if "panoptic_seg" in ours:
+        figures["panoptic_ids_equal_share"] = float(
+            (torch.from_numpy(theirs["panoptic_seg"][0]) == ours["panoptic_seg"][0].cpu()).float().mean())
+    return {**per_image_figures(times["pytorch"], 1), "interleaved_with_onnxruntime": True, "onnxruntime": figures}
+
+
+class ImageToSemSeg(torch.nn.Module):
+    """(B, 3, H, W) images -> (B, T, H, W) semantic scores, for fvcore's tracer (a model with
+    output switches, e.g. EOV-Seg: the semantic output on, the others off: their
+    post-processing is data-dependent Python)."""
+    SWITCHES = {"semantic_on": True, "panoptic_on": False, "instance_on": False}
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):
+        switches = {k: getattr(self.model, k) for k in self.SWITCHES if hasattr(self.model, k)}
+        for k in switches:
+            setattr(self.model, k, self.SWITCHES[k])
+        try:
+            return torch.stack([o["sem_seg"] for o in self.model([{"image": im} for im in images])])
+        finally:
+            for k, v in switches.items():
+                setattr(self.model, k, v)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    family = check_family(args, load_config(args.config_file, opts=args.opts))
+    spec = family.benchmark
+    rejection = ["TEST.FAST_INFERENCE", str(args.fast), "TEST.TOPK", str(args.topk[0])] if spec.early_rejection else []
+    cfg = load_config(args.config_file,
+                      opts=["MODEL.DEVICE", args.device, *spec.random_init_opts, *rejection, *args.opts])
+    device = torch.device(cfg.MODEL.DEVICE)
+    configure_cpu_memory(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    if cfg.MODEL.WEIGHTS:
+        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    classes = vocabulary(args.vocabulary, family)
+    names = list(classes.names)
+    amp = INFERENCE_DTYPES[args.dtype]
+    if args.train:
+        size = (spec.train_crop(cfg),) * 2
+    else:
+        size = (args.image_size[0], args.image_size[-1]) if args.image_size else spec.image_size  # one value: square
+    images = [torch.randint(0, 256, (3, *size), dtype=torch.uint8) for _ in range(args.batch_size)]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    if args.train:
+        batch, train_classes = spec.train_batch(model, names, images)
+        # The training loop's own step (float16: with its gradient scaler), on the same batch.
+        trainer = AccumulatingTrainer(model, itertools.repeat(batch), build_optimizer(cfg, model),
+                                      amp_dtype=amp, device_type=device.type)
+        first_step_peak = []
+
+        def step():
+            trainer.run_step()
+            if not first_step_peak:
+                first_step_peak.append(peak_memory_mb(device))
+    else:
+        model.eval()
+        family.set_vocabulary(model, classes)
+        model.inference_dtype = amp
+        if args.ranked_rejection:
+            for head in model.decoder.rejection_heads:
+                head.register_forward_hook(rank_classes_in_order)
+
+    if args.random_text_embeddings:
+        shape = model.text_embeddings(["probe"]).shape[1:]  # SED: (P, C); EOV-Seg: (C,)
+        text = F.normalize(torch.randn(model.class_embeddings.num_entries(names), *shape), dim=-1)
+        model.class_embeddings.put(names, text.to(device))
+    start = time.perf_counter()
+    model.text_embeddings(names)  # computed (or read from the disk cache) before timing
+    text_seconds = time.perf_counter() - start
+    results = {
+        "mode": "train" if args.train else "text" if args.text_only else "inference",
+        "model": family.name, "config": args.config_file, "opts": args.opts,
+        "classes": train_classes if args.train else len(names),
+        "image_size": list(size), "batch_size": args.batch_size, "dtype": args.dtype, "fast_inference": args.fast,
+        "topk": (args.topk[0] if len(args.topk) == 1 else args.topk) if args.fast else None,
+        "ranked_rejection": args.ranked_rejection, "random_text_embeddings": args.random_text_embeddings,
+        "device": device.type,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "cpu_threads": torch.get_num_threads(),
+        "text_embedding_s": text_seconds,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "cuda": torch.version.cuda, "platform": platform.platform()},
+    }
+    if args.text_only:
+        cache = model.class_embeddings
+        results["prompts"] = len(cache.templates) * sum(cache.num_names(names))
+        results["prompts_per_s"] = results["prompts"] / text_seconds
+    elif args.train:
+        with EventStorage():
+            times = timed(step, device, args.warmup, args.iters)
+        results.update(per_image_figures(times, args.batch_size), iterations_per_s=1 / statistics.median(times),
+                       peak_memory_mb_first_step=first_step_peak[0], amp_grad_scaler=trainer.grad_scaler is not None)
+        results.update(spec.train_settings(cfg))
+    elif len(args.topk) > 1:
+        curve = []
+        for topk in [None, *args.topk]:
+            model.fast_inference, model.topk = topk is not None, topk
+            curve.append({"topk": topk, **time_inference(model, images, device, args.warmup, args.iters, True)})
+        results["curve"] = curve
+        if args.plot:
+            where = results["device_name"] if device.type == "cuda" else f"CPU, {results['cpu_threads']} threads"
+            plot_curve(curve, args.plot,
+                       f"{family.title}, {len(names)} classes, {size[0]}x{size[1]}px, {where}, {args.dtype}")
+    elif args.onnx:
+        results.update(time_against_onnxruntime(model, images[0], classes, args.onnx, device, family=family,
+                                                 warmup=args.warmup, iters=args.iters))
+    else:
+        results.update(time_inference(model, images, device, args.warmup, args.iters, spec.early_rejection))
+        if amp is not None:
+            results.update(agreement_with_float32(model, images))
+    results["peak_memory_mb"] = peak_memory_mb(device)
+    if not (args.train or args.text_only or "curve" in results):
+        results["parameters_run"] = parameters_run(model, images[:1])
+        if not args.no_flops:
+            with torch.no_grad():
+                flops = FlopCountAnalysis(ImageToSemSeg(model), (torch.stack(images[:1]),))
+                flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+                results["gflops_per_image"] = flops.total() / 1e9
+    print(json.dumps(results, indent=1))
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
