@@ -71,6 +71,16 @@ class DeploySpec:
 
 
 @dataclass(frozen=True)
+class EarlyRejection:
+    """A family's category early rejection (inference keeps only the classes some pixel ranks
+    high), as the benchmark switches and measures it."""
+
+    opts: Callable  # (on, topk) -> config KEY VALUE pairs switching it
+    set: Callable  # (model, topk or None for off) -> None, on a built model
+    heads: Callable  # model -> the modules whose (T', 1, h, w) outputs score the classes
+
+
+@dataclass(frozen=True)
 class BenchmarkSpec:
     """What ``tools/benchmark.py`` measures of a family."""
 
@@ -78,7 +88,7 @@ class BenchmarkSpec:
     random_init_opts: Tuple[str, ...]  # config KEY VALUE pairs: CLIP randomly initialised, outputs measured
     train_crop: Callable  # cfg -> the recipe's square training crop side
     train_batch: Callable  # (model, names, images) -> (random training batch, training classes)
-    early_rejection: bool = False  # --fast, --topk, --ranked-rejection apply
+    early_rejection: Optional[EarlyRejection] = None  # what --fast, --topk, --ranked-rejection switch
     train_settings: Callable = lambda cfg: {}  # cfg -> training settings reported with the figures
     # (file metadata, model) -> why an export does not match the model built for it, or "".
     export_mismatch: Callable = lambda metadata, model: ""

@@ -367,7 +367,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     family = check_family(args, load_config(args.config_file, opts=args.opts))
     spec = family.benchmark
-    rejection = ["TEST.FAST_INFERENCE", str(args.fast), "TEST.TOPK", str(args.topk[0])] if spec.early_rejection else []
+    rejection = spec.early_rejection.opts(args.fast, args.topk[0]) if spec.early_rejection else ()
     cfg = load_config(args.config_file,
                       opts=["MODEL.DEVICE", args.device, *spec.random_init_opts, *rejection, *args.opts])
     device = torch.device(cfg.MODEL.DEVICE)
@@ -403,7 +403,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         family.set_vocabulary(model, classes)
         model.inference_dtype = amp
         if args.ranked_rejection:
-            for head in model.decoder.rejection_heads:
+            for head in spec.early_rejection.heads(model):
                 head.register_forward_hook(rank_classes_in_order)
 
     if args.random_text_embeddings:
@@ -441,7 +441,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     elif len(args.topk) > 1:
         curve = []
         for topk in [None, *args.topk]:
-            model.fast_inference, model.topk = topk is not None, topk
+            spec.early_rejection.set(model, topk)
             curve.append({"topk": topk, **time_inference(model, images, device, args.warmup, args.iters, True)})
         results["curve"] = curve
         if args.plot:
@@ -452,7 +452,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         results.update(time_against_onnxruntime(model, images[0], classes, args.onnx, device, family=family,
                                                  warmup=args.warmup, iters=args.iters))
     else:
-        results.update(time_inference(model, images, device, args.warmup, args.iters, spec.early_rejection))
+        results.update(time_inference(model, images, device, args.warmup, args.iters, bool(spec.early_rejection)))
         if amp is not None:
             results.update(agreement_with_float32(model, images))
     results["peak_memory_mb"] = peak_memory_mb(device)

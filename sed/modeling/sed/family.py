@@ -1,6 +1,6 @@
 """SED's entry in the model-family registry (:mod:`sed.family`): what the predictor, demos,
 export, benchmark, evaluation and training need from it."""
-from typing import Dict, List, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import numpy as np
 import torch
@@ -10,8 +10,8 @@ from ...config import add_sed_config
 from ...data.custom import CustomDatasetError, CustomSplit
 from ...data.synthetic import make_sample
 from ...deploy import image_to_chw
-from ...family import (SEMANTIC_COLUMNS, Benchmark, BenchmarkSpec, CallOption, DeploySpec, ExportSpec, ModelFamily,
-                       register_family)
+from ...family import (SEMANTIC_COLUMNS, Benchmark, BenchmarkSpec, CallOption, DeploySpec, EarlyRejection, ExportSpec,
+                       ModelFamily, register_family)
 from ...resources import vocabulary_path
 from ...vocabulary import Vocabulary, load_class_names
 from . import export
@@ -57,6 +57,10 @@ def train_batch(model, names: List[str], images: List[torch.Tensor]) -> Tuple[Li
     return [{"image": im, "sem_seg": torch.randint(0, len(names), im.shape[1:])} for im in images], len(names)
 
 
+def set_early_rejection(model, topk: Optional[int]) -> None:
+    model.fast_inference, model.topk = topk is not None, topk
+
+
 def export_mismatch(metadata: dict, model) -> str:
     if metadata["fast_inference"] == model.fast_inference:
         return ""
@@ -93,7 +97,10 @@ FAMILY = register_family(ModelFamily(
     ),
     benchmark=BenchmarkSpec(
         image_size=(768, 768), random_init_opts=("MODEL.ENC.CLIP_PRETRAINED_WEIGHTS", ""),
-        train_crop=lambda cfg: cfg.INPUT.CROP.SIZE[0], train_batch=train_batch, early_rejection=True,
+        train_crop=lambda cfg: cfg.INPUT.CROP.SIZE[0], train_batch=train_batch,
+        early_rejection=EarlyRejection(
+            opts=lambda on, topk: ("TEST.FAST_INFERENCE", str(on), "TEST.TOPK", str(topk)),
+            set=set_early_rejection, heads=lambda model: model.decoder.rejection_heads),
         train_settings=lambda cfg: {"train_checkpoint_chunks": cfg.MODEL.SEM_SEG_HEAD.TRAIN_CHECKPOINT_CHUNKS},
         export_mismatch=export_mismatch),
     tiny_config="configs/synthetic_tiny.yaml",
