@@ -29,7 +29,6 @@ from .deploy import METADATA_KEY, onnxruntime_session
 from .family import ExportSpec, ModelFamily, get_family
 
 METADATA_FORMAT = 1
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TORCH_ROOT = Path(torch.__file__).resolve().parent
 
 
@@ -95,7 +94,8 @@ def _project_frame(error: BaseException) -> str:
         return ""
     frame = frames[-1]
     path = Path(frame.filename).resolve()
-    where = path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path
+    here = Path.cwd()
+    where = path.relative_to(here) if path.is_relative_to(here) else path
     return f"{where}:{frame.lineno} ({frame.name})"
 
 

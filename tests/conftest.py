@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import signal
@@ -20,6 +21,15 @@ FIXTURE = SHARED / "fixtures" / "sed_official_tiny"
 TINY_CLIP = str(ROOT / "sed" / "model_configs" / "sed_tiny.json")
 # configs/synthetic_tiny.yaml's SED quickly: one prompt template, no text-embedding disk cache.
 TINY_TEXT = ["MODEL.SEM_SEG_HEAD.PROMPT_TEMPLATES", "single", "MODEL.SEM_SEG_HEAD.TEXT_CACHE_DIR", ""]
+
+
+def load_repository_tool(name: str):
+    """The module of ``tools/NAME.py``, a repository tool outside the package (the install
+    bundle, the browser driver), loaded from its file."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def require_fixture():

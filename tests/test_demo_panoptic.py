@@ -4,7 +4,6 @@ import json
 import subprocess
 import sys
 
-import cv2
 import numpy as np
 import pytest
 import torch

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, SHARED
+from conftest import ROOT, SHARED, load_repository_tool
 
-sys.path.insert(0, str(ROOT / "tools"))
-from bundle import PROVIDED_BY_TARGET, installed_closure, marker_environment  # noqa: E402
+bundle = load_repository_tool("bundle")
+PROVIDED_BY_TARGET, installed_closure, marker_environment = (bundle.PROVIDED_BY_TARGET, bundle.installed_closure,
+                                                             bundle.marker_environment)
 
 
 def test_stack_imports_and_nms_runs():

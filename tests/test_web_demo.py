@@ -2,7 +2,6 @@
 gradio_client (the files of tools/demo.py for the same image, vocabulary and options; clear
 errors; a queue that survives malformed requests) and in headless Chromium
 (tools/web_demo_browser.py, the steps of the README's screenshot)."""
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-from conftest import ROOT, eov_cfg
+from conftest import ROOT, eov_cfg, load_repository_tool
 
 gradio_client = pytest.importorskip(
     "gradio_client", reason="the web extra is not installed (pip install -e .[web]; bash tools/install.sh does)")
@@ -26,10 +25,7 @@ from sed.family import get_family  # noqa: E402
 from sed.resources import vocabulary_path  # noqa: E402
 from sed.tools.web_demo import EXAMPLE_SEEDS, EXAMPLE_SIZE, TYPED  # noqa: E402
 
-# The browser driver is a repository tool (tools/), not part of the package: loaded from its file.
-_browser_spec = importlib.util.spec_from_file_location("web_demo_browser", ROOT / "tools" / "web_demo_browser.py")
-web_demo_browser = importlib.util.module_from_spec(_browser_spec)
-_browser_spec.loader.exec_module(web_demo_browser)
+web_demo_browser = load_repository_tool("web_demo_browser")
 Browser, Server, browser_missing = web_demo_browser.Browser, web_demo_browser.Server, web_demo_browser.browser_missing
 
 SED_CONFIG = "configs/synthetic_tiny.yaml"

@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
-from torch import nn
 
 from ...clip.builder import create_clip_model, resolve_model_name
 from ...clip.text import PROMPT_TEMPLATES, ClassEmbeddingCache
