@@ -1,7 +1,9 @@
 """The models' additions to detectron2's config: `add_sed_config`, `add_eov_seg_config`,
 `add_project_config` (every registered model family's, for entry points that pick the model by
 config), and `build_config`, the one way the project's entry points read a config file."""
-from typing import Optional, Sequence
+import difflib
+import re
+from typing import List, Optional, Sequence
 
 import torch
 from detectron2.config import CfgNode as CN
@@ -217,14 +219,52 @@ def add_project_config(cfg: CN) -> None:
         family.add_config(cfg)
 
 
+class ConfigError(ValueError):
+    """A config file or override that does not apply, said in one line."""
+
+
+def config_keys(cfg: CN, prefix: str = "") -> List[str]:
+    """Every leaf key of ``cfg``, dotted (``TEST.TOPK``)."""
+    keys = []
+    for name, value in cfg.items():
+        keys += config_keys(value, f"{prefix}{name}.") if isinstance(value, CN) else [prefix + name]
+    return keys
+
+
+def _config_error(error: Exception, cfg: CN, source: str) -> ConfigError:
+    """``error`` of yacs, said in one line: a key that does not exist names the closest ones."""
+    text = str(error).strip("'\"")
+    unknown = re.search(r"Non-existent (?:config )?key: ([\w.]+)", text)
+    if unknown:
+        key = unknown.group(1)
+        close = difflib.get_close_matches(key, config_keys(cfg), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(close)}?" if close else "; see sed/config.py for the keys"
+        return ConfigError(f"{source}: {key} is not a config key{hint}")
+    mismatch = re.search(r"Type mismatch \((.*?) vs\. (.*?)\) with values \((.*?) vs\. (.*?)\) for config key: ([\w.]+)",
+                         text)
+    if mismatch:
+        wanted, _, default, given, key = mismatch.groups()
+        kind = re.sub(r"<class '(\w+)'>", r"\1", wanted)
+        return ConfigError(f"{source}: {key} takes {kind} values (default {default}), not {given!r}")
+    return ConfigError(f"{source}: {text}")
+
+
 def build_config(config_file: str, opts: Sequence[str] = (), *, weights: str = "") -> CN:
     """The project config of ``config_file`` (unfrozen) with the overrides ``opts`` (KEY VALUE
     ...) and, if given, ``weights`` as MODEL.WEIGHTS; a CUDA device falls back to the CPU where
-    CUDA is not available."""
+    CUDA is not available. A file or override that does not apply raises :class:`ConfigError`."""
     cfg = get_cfg()
     add_project_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    try:
+        cfg.merge_from_file(config_file)
+    except (AssertionError, KeyError, ValueError) as error:  # yacs reports unknown keys by assertion
+        raise _config_error(error, cfg, config_file) from None
+    if len(opts) % 2:
+        raise ConfigError(f"the overrides {' '.join(opts)} are not KEY VALUE pairs (an odd count)")
+    try:
+        cfg.merge_from_list(list(opts))
+    except (AssertionError, KeyError, ValueError) as error:
+        raise _config_error(error, cfg, "the overrides") from None
     if weights:
         cfg.MODEL.WEIGHTS = weights
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():

@@ -30,6 +30,15 @@ class CallOption:
     label: str  # the web demo's label of its control
     # (low, high, step) of a numeric setting's slider; None: a switch (bool).
     slider: Optional[Tuple[float, float, float]] = None
+    minimum: Optional[float] = None  # the least value that means something (None: no bound)
+    maximum: Optional[float] = None  # the greatest
+
+    def check(self, value, source: str) -> None:
+        """Raise a ValueError naming ``source`` if ``value`` lies outside the bounds."""
+        if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
+            bounds = (f"from {self.minimum} to {self.maximum}" if self.minimum is not None and self.maximum is not None
+                      else f"at least {self.minimum}" if self.minimum is not None else f"at most {self.maximum}")
+            raise ValueError(f"{source}: {self.key} is {value}; it takes values {bounds}")
 
 
 @dataclass(frozen=True)
@@ -117,14 +126,24 @@ class ModelFamily:
     call_options: Tuple[CallOption, ...] = ()
     predictor_opts: Tuple[str, ...] = ()  # KEY VALUE pairs the predictor sets (every output the result carries)
     check_config: Callable = lambda cfg: None  # raises ValueError on a config it cannot train or evaluate
+    # Config keys of the pretrained (CLIP) weights a model starts from: all "" means a randomly
+    # initialised model is meant, so inference without MODEL.WEIGHTS is allowed (sed.checkpoint).
+    pretrained_keys: Tuple[str, ...] = ()
+    # Top-level module names of the family's checkpoints, to name the family of foreign weights.
+    checkpoint_modules: Tuple[str, ...] = ()
     # (train splits, test splits, keys given on the command line) -> config keys following the
     # custom dataset folders (sed.data.custom.CustomSplit); raises CustomDatasetError.
     custom_dataset_keys: Callable = lambda train, test, explicit: {}
     export: Optional[ExportSpec] = None
     deploy: Optional[DeploySpec] = None
 
-    def option(self, key: str) -> CallOption:
-        return next(o for o in self.call_options if o.key == key)
+    def check_call_options(self, cfg: CfgNode, source: str = "the config") -> None:
+        """Raise a ValueError if a call option's config value is out of its bounds."""
+        for option in self.call_options:
+            value = cfg
+            for part in option.key.split("."):
+                value = getattr(value, part)
+            option.check(value, source)
 
 
 _FAMILIES: Dict[str, ModelFamily] = {}

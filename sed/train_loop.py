@@ -6,8 +6,9 @@ from contextlib import nullcontext
 from typing import Optional
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import SimpleTrainer
+
+from .checkpoint import Checkpointer
 
 
 class AccumulatingTrainer(SimpleTrainer):
@@ -64,7 +65,7 @@ class AccumulatingTrainer(SimpleTrainer):
             self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
 
 
-class ResumableCheckpointer(DetectionCheckpointer):
+class ResumableCheckpointer(Checkpointer):
     """detectron2's checkpointer, with its ``last_checkpoint`` tag (the file a resumed run
     starts from) replaced whole: written next to it, then renamed over it. fvcore writes the
     tag in place, so a run killed at that moment left it empty, and ``--resume`` then failed.

@@ -1,11 +1,13 @@
 """The config and process setup of a training or evaluation run: custom dataset folders, the
 loggers, detectron2's default setup, and the checks run before anything is built."""
 import argparse
+import difflib
 import logging
 import os
 import sys
 
 from detectron2.config import CfgNode
+from detectron2.data import DatasetCatalog
 from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -37,11 +39,29 @@ def build_cfg(args: argparse.Namespace) -> CfgNode:
     given in ``args.opts``."""
     cfg = build_config(args.config_file, args.opts)
     train, test = resolve_custom_datasets(cfg)
+    check_dataset_names(cfg)
     if train or test:
         explicit = set(args.opts[0::2])
         follow = get_family(cfg).custom_dataset_keys(train, test, explicit)
         cfg.merge_from_list([x for key, value in follow.items() if key not in explicit for x in (key, value)])
     return cfg
+
+
+def check_dataset_names(cfg: CfgNode) -> None:
+    """Raise a ValueError for a name in DATASETS.TRAIN / DATASETS.TEST that is neither a
+    registered dataset nor a dataset folder (custom folders are registered by then), naming
+    the closest registered ones."""
+    registered = DatasetCatalog.list()
+    for key in ("TRAIN", "TEST"):
+        for name in cfg.DATASETS[key]:
+            if name in registered:
+                continue
+            close = difflib.get_close_matches(name, registered, n=3, cutoff=0.6)
+            raise ValueError(
+                f"DATASETS.{key}: {name!r} is not a registered dataset"
+                + (f"; did you mean {' or '.join(close)}?" if close else f" (one of the {len(registered)} registered)")
+                + ". A dataset folder of your own is named by its path, which holds a '/' (e.g. "
+                "datasets/custom/NAME/val)")
 
 
 def setup_loggers(output_dir: str) -> None:

@@ -1,11 +1,12 @@
 """The command line of ``train_net.py``: train, or evaluate (``--eval-only``), in one process or
 several (detectron2's ``default_argument_parser`` and launcher)."""
 import argparse
+import os
 from typing import Dict, Optional, Sequence
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser
 
+from ..checkpoint import Checkpointer, check_weights_given
 from ..launch import launch
 from .configure import build_cfg, setup
 from .trainer import Trainer
@@ -17,8 +18,10 @@ def main(args: argparse.Namespace) -> Optional[Dict]:
     ``--resume``). Returns the final evaluation's results, if there was one."""
     cfg = setup(args)
     if args.eval_only:
+        if not (args.resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))):
+            check_weights_given(cfg)  # (--resume evaluates the run's last checkpoint instead)
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        Checkpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)

@@ -1,12 +1,13 @@
 """What every meta-architecture of the project shares: input normalisation, the device it runs
-on, the autocast region of reduced-precision inference, the text-embedding cache cleared when
-weights are loaded, and channels-last weights."""
+on, the autocast region of reduced-precision inference, weights checked and the text-embedding
+cache cleared when they are loaded, and channels-last weights."""
 from contextlib import nullcontext
 from typing import ContextManager, List, Optional, Sequence
 
 import torch
 from torch import nn
 
+from ..checkpoint import check_loaded_keys
 from ..clip.text import ClassEmbeddingCache
 
 
@@ -27,8 +28,14 @@ class OpenVocabularyModel(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         self.inference_dtype = inference_dtype
-        # Embeddings computed from the previous weights of the text tower are stale.
-        self.register_load_state_dict_post_hook(lambda module, keys: module.class_embeddings.clear())
+        self.register_load_state_dict_post_hook(self._after_load)
+
+    @staticmethod
+    def _after_load(module: nn.Module, incompatible_keys) -> None:
+        """Embeddings computed from the previous weights of the text tower are stale; weights
+        that leave parameters unset or hold foreign entries stop (``sed.checkpoint``)."""
+        module.class_embeddings.clear()
+        check_loaded_keys(module, incompatible_keys.missing_keys, incompatible_keys.unexpected_keys)
 
     @property
     def device(self) -> torch.device:

@@ -57,12 +57,12 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from fvcore.nn import FlopCountAnalysis
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from sed.checkpoint import Checkpointer
 from sed.config import INFERENCE_DTYPES
 from sed.cpu_memory import configure_cpu_memory
 from sed.family import ModelFamily, get_family
@@ -375,7 +375,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     torch.manual_seed(0)
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        Checkpointer(model).load(cfg.MODEL.WEIGHTS)
     classes = vocabulary(args.vocabulary, family)
     names = list(classes.names)
     amp = INFERENCE_DTYPES[args.dtype]

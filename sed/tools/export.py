@@ -30,10 +30,10 @@ import time
 from typing import Optional, Sequence
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
+from sed.checkpoint import Checkpointer, check_weights_given
 from sed.config import build_config
 from sed.export import ExportError, export_image_side, export_text_tower
 from sed.family import families, get_family
@@ -79,9 +79,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # Every output the predictor gives (e.g. EOV-Seg's post-processing switches), on the CPU.
     cfg = load_config(args.config_file, opts=[*family.predictor_opts, *args.opts, "MODEL.DEVICE", "cpu"])
     torch.manual_seed(0)  # random weights: those of sed.tools.benchmark
+    check_weights_given(cfg)
     model = build_model(cfg).eval()
     if cfg.MODEL.WEIGHTS:
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        Checkpointer(model).load(cfg.MODEL.WEIGHTS)
     report = {}
     try:
         if args.output:

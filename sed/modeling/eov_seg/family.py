@@ -106,13 +106,15 @@ FAMILY = register_family(ModelFamily(
     example_image=lambda seed, side: make_panoptic_sample(np.random.default_rng(seed), side)[0],
     call_options=(
         CallOption("MODEL.EOV_SEG.TEST.OBJECT_MASK_THRESHOLD", "object_mask_threshold",
-                   "Panoptic: lowest proposal score kept", (0, 1, 0.05)),
+                   "Panoptic: lowest proposal score kept", (0, 1, 0.05), minimum=0, maximum=1),
         CallOption("MODEL.EOV_SEG.TEST.OVERLAP_THRESHOLD", "overlap_threshold",
-                   "Panoptic: least share of a mask a segment keeps", (0, 1, 0.05)),
+                   "Panoptic: least share of a mask a segment keeps", (0, 1, 0.05), minimum=0, maximum=1),
     ),
     # The predictor's result carries every output.
     predictor_opts=("MODEL.EOV_SEG.TEST.SEMANTIC_ON", "True", "MODEL.EOV_SEG.TEST.PANOPTIC_ON", "True",
                     "MODEL.EOV_SEG.TEST.INSTANCE_ON", "True"),
+    pretrained_keys=("MODEL.OV_HEAD.CLIP_PRETRAINED_WEIGHTS", "MODEL.OV_HEAD.CLIP_VIT_PRETRAINED_WEIGHTS"),
+    checkpoint_modules=("cnn_backbone", "vit_backbone", "lite_aggr", "light_weight_decoder", "void_embedding"),
     check_config=check_outputs,
     custom_dataset_keys=custom_dataset_keys,
     export=ExportSpec(

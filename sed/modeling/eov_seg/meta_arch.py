@@ -132,7 +132,6 @@ class EOV_SEG(OpenVocabularyModel):  # noqa: N801  (the registered name of the a
         # with NHWC input on CPU).
         self.use_channels_last()
         self.register_load_state_dict_pre_hook(self._drop_unused_vit_keys)
-        self.register_load_state_dict_post_hook(self._check_loaded_keys)
 
     @classmethod
     def from_config(cls, cfg):
@@ -197,16 +196,6 @@ class EOV_SEG(OpenVocabularyModel):  # noqa: N801  (the registered name of the a
         for key in [k for k in state_dict if k.startswith(prefix + _VIT)]:
             if not key[len(prefix + _VIT):].startswith(KEPT_PREFIXES):
                 del state_dict[key]
-
-    @staticmethod
-    def _check_loaded_keys(module, incompatible_keys):
-        missing, unexpected = incompatible_keys.missing_keys, incompatible_keys.unexpected_keys
-        if missing or unexpected:
-            raise RuntimeError(
-                "The checkpoint does not match this EOV-Seg model (check the config: CLIP models, "
-                f"widths, NUM_CLASSES).\nMissing or mis-shaped keys ({len(missing)}): {missing}\n"
-                f"Unexpected keys ({len(unexpected)}): {unexpected}"
-            )
 
     # --- vocabulary ----------------------------------------------------------------------------
 

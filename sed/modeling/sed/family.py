@@ -109,10 +109,12 @@ FAMILY = register_family(ModelFamily(
     example_image=lambda seed, side: make_sample(np.random.default_rng(seed), side)[0],
     call_options=(
         CallOption("TEST.FAST_INFERENCE", "fast_inference", "Fast inference (category early rejection)"),
-        CallOption("TEST.TOPK", "topk", "TOPK: classes kept per pixel by early rejection", (1, 64, 1)),
+        CallOption("TEST.TOPK", "topk", "TOPK: classes kept per pixel by early rejection", (1, 64, 1), minimum=1),
     ),
     # Every published SED evaluation pools 1x1 before class aggregation (training: 2x2).
     predictor_opts=("MODEL.SEM_SEG_HEAD.POOLING_SIZES", "[1,1]"),
+    pretrained_keys=("MODEL.ENC.CLIP_PRETRAINED_WEIGHTS",),
+    checkpoint_modules=("encoder", "cost_map", "decoder", "sem_seg_head"),
     check_config=check_vocabularies,
     custom_dataset_keys=custom_dataset_keys,
     export=ExportSpec(
