@@ -5,7 +5,9 @@
 
 ``run.sh`` and ``eval.sh`` wrap these commands; the code is in :mod:`sed.engine`.
 """
+import sys
+
 from sed.engine import run
 
 if __name__ == "__main__":
-    run()
+    sys.exit(run())

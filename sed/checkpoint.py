@@ -3,6 +3,7 @@ or of another size, and inference with no trained weights where they are needed 
 :class:`CheckpointError` naming the problem and the fix, before any work is done."""
 import logging
 import os
+import pickle
 from typing import Optional, Sequence
 
 from detectron2.checkpoint import DetectionCheckpointer
@@ -67,7 +68,8 @@ class Checkpointer(DetectionCheckpointer):
     def _load_file(self, filename: str):
         try:
             return super()._load_file(filename)
-        except (RuntimeError, EOFError, ValueError, OSError) as error:  # what torch.load and pickle raise
+        # What torch.load raises for a truncated zip, a file cut in its pickle, or other bytes.
+        except (RuntimeError, EOFError, ValueError, OSError, IndexError, pickle.UnpicklingError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise CheckpointError(
                 f"{filename} cannot be read as a checkpoint ({first}): it is truncated or not a PyTorch "

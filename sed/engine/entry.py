@@ -8,6 +8,7 @@ from detectron2.engine import default_argument_parser
 
 from ..checkpoint import Checkpointer, check_weights_given
 from ..launch import launch
+from ..tools import cli
 from .configure import build_cfg, setup
 from .trainer import Trainer
 
@@ -30,12 +31,23 @@ def main(args: argparse.Namespace) -> Optional[Dict]:
     return getattr(trainer, "_last_eval_results", None)
 
 
-def run(argv: Optional[Sequence[str]] = None) -> None:
-    """Parse ``argv`` (default: the command line) and run :func:`main` in each process of the launch."""
-    args = default_argument_parser().parse_args(argv)
+def launch_main(args: argparse.Namespace) -> int:
+    """:func:`main` in each process of the launch ``args`` ask for."""
     if args.num_gpus * args.num_machines > 1:
-        # Check custom dataset folders here, once, stopping before any process starts; the
-        # processes find the success remembered (sed.data.custom.CHECK_CACHE_DIR).
+        # Check the config and custom dataset folders here, once, stopping before any process
+        # starts; the processes find the folders' success remembered (sed.data.custom.CHECK_CACHE_DIR).
         build_cfg(args)
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))
+    return 0
+
+
+def run(argv: Optional[Sequence[str]] = None) -> int:
+    """``train_net.py``: parse ``argv`` (default: the command line) with detectron2's parser and
+    :func:`launch_main`; an error of the user's input (a config key, a dataset name, weights) is
+    one line and exit status 1 (``--debug``: with its traceback)."""
+    parser = default_argument_parser()
+    parser.prog = "train_net.py"
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, also print the full traceback (give it before the KEY VALUE overrides)")
+    return cli.run_cli(parser, launch_main, argv)

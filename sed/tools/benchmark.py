@@ -43,10 +43,17 @@ inference, then each TOPK, as a list under "curve" (and a picture with --plot). 
 rank classes at random and keep nearly all of them; --ranked-rejection makes the rejection
 heads rank the classes in one fixed order, so exactly TOPK classes go through the decoder, as
 when trained heads agree.
+
+Options that do not go together, a vocabulary that does not parse, an --onnx file that does not
+exist, or an --output / --plot path that is a folder or cannot be written (their folders are
+created) stop before the model is built, with one line "benchmark.py: error: ..." and exit
+status 2; an error while running (a config or checkpoint that does not fit) with one line and
+status 1 (--debug adds the traceback).
 """
 import argparse
 import itertools
 import json
+import os
 import platform
 import resource
 import statistics
@@ -67,30 +74,32 @@ from sed.config import INFERENCE_DTYPES
 from sed.cpu_memory import configure_cpu_memory
 from sed.family import ModelFamily, get_family
 from sed.predictor import load_config, parse_vocabulary_spec
+from sed.tools import cli
 from sed.solver import build_optimizer
 from sed.train_loop import AccumulatingTrainer
 from sed.vocabulary import Vocabulary
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--vocabulary", default="ade150",
                         help="benchmark name, vocabulary file, or a number of classes (generated names)")
-    parser.add_argument("--image-size", type=int, nargs="+", default=None,
+    parser.add_argument("--image-size", type=cli.positive_int, nargs="+", default=None,
                         help="random input images: side (square) or height and width; default by model")
-    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--batch-size", type=cli.positive_int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=sorted(INFERENCE_DTYPES), default="float32",
                         help="autocast type (float32: none); inference also reports its argmax agreement with float32")
     parser.add_argument("--fast", action="store_true", help="category early rejection (TEST.FAST_INFERENCE)")
-    parser.add_argument("--topk", type=int, nargs="+", default=[8],
+    parser.add_argument("--topk", type=cli.positive_int, nargs="+", default=[8],
                         help="classes each pixel keeps; several values: the early-rejection curve")
     parser.add_argument("--ranked-rejection", action="store_true",
                         help="rejection heads rank classes in a fixed order: exactly TOPK classes are kept")
-    parser.add_argument("--plot", default="", help="PNG of the early-rejection curve (several --topk)")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--plot", default="",
+                        help="PNG of the early-rejection curve (several --topk; its folder is created if missing)")
+    parser.add_argument("--warmup", type=cli.non_negative_int, default=2, help="untimed iterations first")
+    parser.add_argument("--iters", type=cli.positive_int, default=10, help="timed iterations")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
     parser.add_argument("--random-text-embeddings", action="store_true",
                         help="skip encoding the vocabulary (random class embeddings): image-side figures only")
@@ -98,31 +107,37 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--text-only", action="store_true",
                         help="only the vocabulary's text embeddings (cold: give an empty TEXT_CACHE_DIR)")
     parser.add_argument("--onnx", default="", help="exported model (tools/export.py) timed against PyTorch")
-    parser.add_argument("--output", default="", help="JSON file for the results")
+    parser.add_argument("--output", default="", help="JSON file for the results (its folder is created if missing)")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[])
-    args = parser.parse_args(argv)
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Options that do not go together, a missing --onnx file, and output files that cannot be
+    written (their folders are created) stop with a :class:`sed.tools.cli.UsageError`."""
     if len(args.topk) > 1 and not args.fast:
-        parser.error("several --topk values measure the early-rejection curve: add --fast")
+        raise cli.UsageError("several --topk values measure the early-rejection curve: add --fast")
     if args.plot and len(args.topk) == 1:
-        parser.error("--plot draws the early-rejection curve: give several --topk values")
+        raise cli.UsageError("--plot draws the early-rejection curve: give several --topk values")
     if args.image_size and len(args.image_size) > 2:
-        parser.error("--image-size takes a side or a height and a width")
+        raise cli.UsageError("--image-size takes a side or a height and a width")
     if args.onnx and (args.train or args.text_only or len(args.topk) > 1 or args.batch_size != 1
                       or args.dtype != "float32"):
-        parser.error("--onnx times float32 inference of one image at a time (no --train, --text-only, curve, "
-                     "--batch-size or --dtype)")
-    return args
+        raise cli.UsageError("--onnx times float32 inference of one image at a time (no --train, --text-only, "
+                             "curve, --batch-size or --dtype)")
+    if args.onnx and not os.path.isfile(args.onnx):
+        raise cli.UsageError(f"--onnx {args.onnx}: no such file (export one with tools/export.py)")
+    for option, path in (("--output", args.output), ("--plot", args.plot)):
+        if path:
+            cli.output_file(path, option)
 
 
 def check_family(args: argparse.Namespace, cfg) -> ModelFamily:
     """The model family of the config; flags the model has no use for stop with an error."""
-    try:
-        family = get_family(cfg)
-    except ValueError as error:
-        raise SystemExit(f"benchmark.py: {error}") from None
+    family = get_family(cfg)
     if not family.benchmark.early_rejection and (args.fast or args.ranked_rejection or len(args.topk) > 1):
-        raise SystemExit(f"benchmark.py: --fast, --topk and --ranked-rejection measure category early rejection, "
-                         f"which {family.title} does not have")
+        raise cli.UsageError(f"--fast, --topk and --ranked-rejection measure category early rejection, "
+                             f"which {family.title} does not have")
     return family
 
 
@@ -310,10 +325,10 @@ def time_against_onnxruntime(model, image: torch.Tensor, vocabulary: Vocabulary,
     exported = ExportedModel(path, threads=torch.get_num_threads())
     meta = exported.metadata
     if meta["family"] != family.name:
-        raise SystemExit(f"benchmark.py: {path} is a {meta['family']} export, the config a {family.name}")
+        raise cli.UsageError(f"--onnx {path} is a {meta['family']} export, the config a {family.name}")
     mismatch = family.benchmark.export_mismatch(meta, model)
     if mismatch:
-        raise SystemExit(f"benchmark.py: {path} does not match the model: {mismatch}")
+        raise cli.UsageError(f"--onnx {path} does not match the model: {mismatch}")
     names = list(vocabulary.names)
     embeddings = model.text_embeddings(names).cpu().numpy()
     hwc = image.permute(1, 2, 0).numpy()
@@ -364,8 +379,15 @@ class ImageToSemSeg(torch.nn.Module):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
+    return cli.run_cli(build_parser(), benchmark, argv)
+
+
+def benchmark(args: argparse.Namespace) -> int:
+    """Check the arguments, build the model, measure it and report the figures."""
+    check_args(args)
     family = check_family(args, load_config(args.config_file, opts=args.opts))
+    with cli.usage_errors():
+        classes = vocabulary(args.vocabulary, family)
     spec = family.benchmark
     rejection = spec.early_rejection.opts(args.fast, args.topk[0]) if spec.early_rejection else ()
     cfg = load_config(args.config_file,
@@ -376,7 +398,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
         Checkpointer(model).load(cfg.MODEL.WEIGHTS)
-    classes = vocabulary(args.vocabulary, family)
     names = list(classes.names)
     amp = INFERENCE_DTYPES[args.dtype]
     if args.train:

@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 from tabulate import tabulate
 
 from sed.data.custom import check_dataset
+from sed.tools import cli
 
 
 def summary(report) -> str:
@@ -42,11 +43,16 @@ def summary(report) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("folder", help="the dataset folder (holding classes.json and the split folders)")
     parser.add_argument("--splits", nargs="+", help="splits to check (default: every folder with images/)")
-    parser.add_argument("--workers", type=int, default=0, help="reading threads (default: one per core)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--workers", type=cli.non_negative_int, default=0,
+                        help="reading threads (default, or 0: one per core)")
+    return cli.run_cli(parser, check, argv)
+
+
+def check(args: argparse.Namespace) -> int:
+    """Check the dataset and print its summary and problems; 1 if there are problems."""
     report = check_dataset(args.folder, args.splits, workers=args.workers)
     print(summary(report))
     if report.problems:

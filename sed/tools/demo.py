@@ -20,6 +20,12 @@ pixel, --task instance the thing instances scoring at least --confidence-thresho
 first by default.
 A video gives the same per frame and NAME_overlay.mp4 at the source frame rate. NAME is the file
 name without extension, or, where inputs share it, its path below their common folder.
+
+Before the model is built, the arguments are checked: a wrong one (a vocabulary that does not
+parse, a vocabulary file or inputs that do not exist, an --output that is a file or cannot be
+written) stops with one line "demo.py: error: ..." and exit status 2; an error while running
+(a config, checkpoint or output that fails) with one line and status 1 (--debug adds the
+traceback).
 """
 import argparse
 import glob
@@ -36,6 +42,7 @@ from tqdm import tqdm
 from sed.family import families, get_family
 from sed.outputs import DEFAULT_CONFIDENCE_THRESHOLD, check_task, read_image, write_outputs
 from sed.predictor import Predictor, load_config, parse_vocabulary_spec
+from sed.tools import cli
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
@@ -49,21 +56,20 @@ def families_epilog() -> str:
                      f"{', '.join(f.benchmark_vocabularies)}" for f in families())
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, epilog=families_epilog(),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(description=__doc__, epilog=families_epilog())
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--input", nargs="+", required=True, help="image or video files, folders, globs")
-    parser.add_argument("--output", required=True, help="output folder")
+    parser.add_argument("--output", required=True, help="output folder (created if missing)")
     parser.add_argument("--vocabulary", nargs="+", required=True)
-    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--batch-size", type=cli.positive_int, default=1, help="images per forward pass")
     parser.add_argument("--save-probabilities", action="store_true")
     parser.add_argument("--task", choices=sorted({t for f in families() for t in f.tasks}),
                         help="what to show and write (default: the model family's first task, see below)")
-    parser.add_argument("--confidence-threshold", type=float, default=DEFAULT_CONFIDENCE_THRESHOLD,
-                        help="instance task: the lowest instance score shown")
+    parser.add_argument("--confidence-threshold", type=cli.probability, default=DEFAULT_CONFIDENCE_THRESHOLD,
+                        help="instance task: the lowest instance score shown, from 0 to 1")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
-    return parser.parse_args(argv)
+    return parser
 
 
 def expand_inputs(specs) -> List[Path]:
@@ -119,23 +125,22 @@ def frame_rate(path: Path) -> float:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    args = parse_args(argv)
+    return cli.run_cli(build_parser(), segment, argv)
+
+
+def segment(args: argparse.Namespace) -> int:
+    """Check the arguments, then build the model and write the outputs of every input."""
     cfg = load_config(args.config_file, opts=args.opts)
-    try:
+    with cli.usage_errors():
         family = get_family(cfg)
         task = args.task or family.tasks[0]
         check_task(task, family)
         vocabulary = parse_vocabulary_spec(args.vocabulary, family)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     files = expand_inputs(args.input)
     if not files:
-        print(f"error: no input files found in {args.input}", file=sys.stderr)
-        return 2
+        raise cli.UsageError(f"no input files found in {args.input}")
     names = output_names(files)
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = cli.output_folder(args.output)
     predictor = Predictor(cfg)
 
     images = [p for p in files if p.suffix.lower() not in VIDEO_EXTENSIONS]

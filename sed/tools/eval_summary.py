@@ -24,6 +24,7 @@ from sed.config import build_config
 from sed.data.datasets import DATASETS, dataset_root
 from sed.data.resumable_evaluation import evaluation_config
 from sed.family import Benchmark, get_family
+from sed.tools import cli
 
 
 def load_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
@@ -88,13 +89,17 @@ def summarize(benchmarks: Sequence[Benchmark], eval_dir: str) -> Tuple[List[str]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__)
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--list", metavar="CONFIG")
     group.add_argument("--summarize", nargs=2, metavar=("CONFIG", "EVAL_DIR"))
     parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
                         help="--list: the config overrides of every run")
-    args = parser.parse_args(argv)
+    return cli.run_cli(parser, run, argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """List the benchmarks (--list) or print and write the summary table (--summarize)."""
     if args.list:
         for b in benchmarks_of(args.list):
             if dataset_exists(b.dataset):

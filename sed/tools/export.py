@@ -21,6 +21,11 @@ With TEST.FAST_INFERENCE True (SED) the graph holds category early rejection. Wi
 MODEL.WEIGHTS the weights are random (seed 0, as sed.tools.benchmark's): add
 MODEL.ENC.CLIP_PRETRAINED_WEIGHTS "" (SED) or MODEL.OV_HEAD.CLIP_PRETRAINED_WEIGHTS ""
 MODEL.OV_HEAD.CLIP_VIT_PRETRAINED_WEIGHTS "" (EOV-Seg) so that no CLIP weights are downloaded.
+
+The folders of --output and --text-encoder are created if missing; a path that is a folder or
+cannot be written stops before the export with one line "export.py: error: ..." (exit status 2,
+as for wrong options); an export or check that fails with one line and status 1 (--debug adds
+the traceback).
 """
 import argparse
 import json
@@ -35,9 +40,10 @@ from detectron2.utils.logger import setup_logger
 
 from sed.checkpoint import Checkpointer, check_weights_given
 from sed.config import build_config
-from sed.export import ExportError, export_image_side, export_text_tower
+from sed.export import export_image_side, export_text_tower
 from sed.family import families, get_family
 from sed.predictor import load_config
+from sed.tools import cli
 
 logger = logging.getLogger("sed.export")
 
@@ -48,34 +54,45 @@ def default_sizes() -> str:
                      if f.export is not None)
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, epilog=f"Default --height x --width: {default_sizes()}.",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(description=__doc__, epilog=f"Default --height x --width: {default_sizes()}.")
     parser.add_argument("--config-file", required=True)
-    parser.add_argument("--output", default="", help="ONNX file of the image side")
-    parser.add_argument("--text-encoder", default="", help="ONNX file of the text tower")
-    parser.add_argument("--height", type=int, default=0, help="input height (default: the family's, below)")
-    parser.add_argument("--width", type=int, default=0, help="input width (default: the family's, below)")
+    parser.add_argument("--output", default="", help="ONNX file of the image side (its folder is created if missing)")
+    parser.add_argument("--text-encoder", default="",
+                        help="ONNX file of the text tower (its folder is created if missing)")
+    parser.add_argument("--height", type=cli.non_negative_int, default=0,
+                        help="input height (default, or 0: the family's, below)")
+    parser.add_argument("--width", type=cli.non_negative_int, default=0,
+                        help="input width (default, or 0: the family's, below)")
     parser.add_argument("--dynamic", action="store_true", help="any input size at run time")
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime run against PyTorch")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Options that do not go together, and output files that cannot be written (their folders
+    are created), stop with a :class:`sed.tools.cli.UsageError` before any export."""
     if not (args.output or args.text_encoder):
-        parser.error("give --output (image side) and/or --text-encoder (text tower)")
+        raise cli.UsageError("give --output (image side) and/or --text-encoder (text tower)")
     if args.dynamic and (args.height or args.width):
-        parser.error("--dynamic takes any size: leave out --height/--width")
+        raise cli.UsageError("--dynamic takes any size: leave out --height/--width")
     if bool(args.height) != bool(args.width):
-        parser.error("give both --height and --width")
-    return args
+        raise cli.UsageError("give both --height and --width")
+    for option, path in (("--output", args.output), ("--text-encoder", args.text_encoder)):
+        if path:
+            cli.output_file(path, option)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
+    return cli.run_cli(build_parser(), export, argv)
+
+
+def export(args: argparse.Namespace) -> int:
+    """Check the options, build the model and write (and check) the files asked for."""
+    check_args(args)
     setup_logger(name="sed")
-    try:
-        family = get_family(build_config(args.config_file, args.opts))
-    except ValueError as error:
-        raise SystemExit(f"export.py: {error}") from None
+    family = get_family(build_config(args.config_file, args.opts))
     # Every output the predictor gives (e.g. EOV-Seg's post-processing switches), on the CPU.
     cfg = load_config(args.config_file, opts=[*family.predictor_opts, *args.opts, "MODEL.DEVICE", "cpu"])
     torch.manual_seed(0)  # random weights: those of sed.tools.benchmark
@@ -84,18 +101,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if cfg.MODEL.WEIGHTS:
         Checkpointer(model).load(cfg.MODEL.WEIGHTS)
     report = {}
-    try:
-        if args.output:
-            start = time.perf_counter()
-            logger.info("Exporting the image side of %s to %s", family.title, args.output)
-            report[args.output] = export_image_side(model, cfg, args.output, height=args.height, width=args.width,
-                                                    dynamic=args.dynamic, check=not args.no_check)
-            logger.info("Wrote %s in %.0f s", args.output, time.perf_counter() - start)
-        if args.text_encoder:
-            logger.info("Exporting the text tower to %s", args.text_encoder)
-            report[args.text_encoder] = export_text_tower(model, cfg, args.text_encoder, check=not args.no_check)
-    except ExportError as error:
-        raise SystemExit(f"export.py: cannot export {args.config_file}: {error}") from None
+    if args.output:
+        start = time.perf_counter()
+        logger.info("Exporting the image side of %s to %s", family.title, args.output)
+        report[args.output] = export_image_side(model, cfg, args.output, height=args.height, width=args.width,
+                                                dynamic=args.dynamic, check=not args.no_check)
+        logger.info("Wrote %s in %.0f s", args.output, time.perf_counter() - start)
+    if args.text_encoder:
+        logger.info("Exporting the text tower to %s", args.text_encoder)
+        report[args.text_encoder] = export_text_tower(model, cfg, args.text_encoder, check=not args.no_check)
     if not args.no_check:
         print("largest difference between onnxruntime and PyTorch, per output:")
         print(json.dumps(report, indent=1))

@@ -23,14 +23,20 @@ model holds one vocabulary at a time). A request that fails (no or unreadable im
 over --max-pixels, an empty vocabulary, an unknown marker) shows the reason on the page; the
 server keeps serving. Nothing is fetched from the network: the page's scripts and fonts come
 from the gradio package, analytics are off and no share link is made.
+
+Each request's files go to a temporary folder (sed_web_demo_* in the system's temporary folder,
+TMPDIR), removed when the server stops: on Ctrl-C or SIGTERM (kill, a service manager, a
+container's stop). Wrong options (--port outside 1-65535, --max-pixels or --queue-size below 1)
+stop at once; a config or checkpoint that does not fit stops with one line "web_demo.py: error:
+..." (--debug adds the traceback).
 """
 import argparse
-import atexit
 import inspect
 import logging
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -48,6 +54,7 @@ from PIL import Image  # noqa: E402
 from sed.family import families  # noqa: E402
 from sed.outputs import DEFAULT_CONFIDENCE_THRESHOLD, read_image, write_outputs  # noqa: E402
 from sed.predictor import Predictor, load_config, parse_vocabulary_spec  # noqa: E402
+from sed.tools import cli  # noqa: E402
 from sed.visualization import highlight_segment  # noqa: E402
 from sed.vocabulary import Vocabulary  # noqa: E402
 
@@ -63,18 +70,19 @@ EXAMPLE_SIZE = 256
 # The Segment function's first parameters (the API's, for gradio_client), before the option controls'.
 SEGMENT_INPUTS = ("image", "vocabulary", "benchmark")
 KEEP_RESULTS_S = 3600  # a request's files are deleted after this long (gradio serves its own copies)
+logger = logging.getLogger("sed.web_demo")
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    parser.add_argument("--port", type=cli.port, default=7860)
+    parser.add_argument("--max-pixels", type=cli.positive_int, default=DEFAULT_MAX_PIXELS,
                         help="largest image accepted, in pixels (width x height)")
-    parser.add_argument("--queue-size", type=int, default=64, help="most requests waiting at once")
+    parser.add_argument("--queue-size", type=cli.positive_int, default=64, help="most requests waiting at once")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
-    return parser.parse_args(argv)
+    return parser
 
 
 def vocabulary_text(vocabulary: Vocabulary, marks: bool) -> str:
@@ -206,10 +214,14 @@ class WebDemo:
             task = chosen.get("task", tasks[0])
             if task not in tasks:
                 raise gr.Error(f"Unknown task {task!r}: choose one of {', '.join(tasks)}.")
-            # Each option of the config value's type (a slider may give 8.0 for an int setting).
-            call = {key: type(reduce(getattr, key.split("."), self.predictor.cfg))(chosen[attribute])
-                    for attribute, key in options.items()}
-            threshold = float(chosen.get("confidence_threshold", DEFAULT_CONFIDENCE_THRESHOLD))
+            # Each option of the config value's type (a slider may give 8.0 for an int setting);
+            # the API takes any JSON value, which may not convert.
+            try:
+                call = {key: type(reduce(getattr, key.split("."), self.predictor.cfg))(chosen[attribute])
+                        for attribute, key in options.items()}
+                threshold = float(chosen.get("confidence_threshold", DEFAULT_CONFIDENCE_THRESHOLD))
+            except (TypeError, ValueError) as error:
+                raise gr.Error(f"An option is not of its type: {error}.") from None
             return self.segment(image, vocabulary, benchmark, options=call, task=task, confidence_threshold=threshold)
 
         positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
@@ -260,19 +272,34 @@ class WebDemo:
         return blocks
 
 
+def stop_on_sigterm(signum, frame):
+    """SIGTERM's handler: stop as Ctrl-C does, by an exception that unwinds :func:`serve` (whose
+    ``with`` removes the temporary folder); Python's default for SIGTERM ends the process at
+    once, with neither ``finally`` nor ``atexit``."""
+    logger.info("Stopping (signal %d)", signum)
+    raise SystemExit(0)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
-    args = parse_args(argv)
-    cfg = load_config(args.config_file, opts=args.opts)
-    predictor = Predictor(cfg)
-    work_dir = Path(tempfile.mkdtemp(prefix="sed_web_demo_"))
-    atexit.register(shutil.rmtree, work_dir, ignore_errors=True)
-    title = f"{predictor.family.title} ({args.config_file}, weights: {cfg.MODEL.WEIGHTS or 'random init'})"
-    blocks = WebDemo(predictor, title, max_pixels=args.max_pixels, work_dir=work_dir).build()
-    blocks.queue(default_concurrency_limit=1, max_size=args.queue_size)
-    blocks.launch(server_name=args.host, server_port=args.port, share=False, show_error=True, ssr_mode=False,
-                  footer_links=["api"])
+    return cli.run_cli(build_parser(), serve, argv)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Build the model and serve the page until stopped (Ctrl-C or SIGTERM)."""
+    previous = signal.signal(signal.SIGTERM, stop_on_sigterm)
+    try:
+        cfg = load_config(args.config_file, opts=args.opts)
+        predictor = Predictor(cfg)
+        with tempfile.TemporaryDirectory(prefix="sed_web_demo_", ignore_cleanup_errors=True) as work_dir:
+            title = f"{predictor.family.title} ({args.config_file}, weights: {cfg.MODEL.WEIGHTS or 'random init'})"
+            blocks = WebDemo(predictor, title, max_pixels=args.max_pixels, work_dir=Path(work_dir)).build()
+            blocks.queue(default_concurrency_limit=1, max_size=args.queue_size)
+            blocks.launch(server_name=args.host, server_port=args.port, share=False, show_error=True,
+                          ssr_mode=False, footer_links=["api"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 
