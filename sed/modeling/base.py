@@ -42,8 +42,10 @@ class OpenVocabularyModel(nn.Module):
         return self.pixel_mean.device
 
     def normalize(self, batched_inputs: List[dict]) -> List[torch.Tensor]:
-        """Each input's ``image`` (3, H, W) 0..255 RGB -> (3, H, W) float32, normalised, on the device."""
-        return [(x["image"].to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        """Each input's ``image`` (3, H, W) 0..255 RGB -> (3, H, W), normalised, on the device, in
+        the weights' floating type (float32 unless the model was cast, e.g. ``model.half()``)."""
+        dtype = self.pixel_mean.dtype
+        return [(x["image"].to(self.device, dtype) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
 
     def inference_autocast(self) -> ContextManager:
         """The autocast region of inference at ``inference_dtype`` (none in training or float32)."""

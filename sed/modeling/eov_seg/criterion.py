@@ -17,9 +17,10 @@ from torch import nn
 
 def point_sample(maps: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     """Bilinear samples of ``maps`` (M, h, w) at ``coords`` (M, P, 2) in [0, 1] (x, y)
-    -> (M, P); zero outside."""
-    grid = (2.0 * coords - 1.0).unsqueeze(2)
-    return F.grid_sample(maps.unsqueeze(1), grid, align_corners=False)[:, 0, :, 0]
+    -> (M, P) float32; zero outside. Half-precision maps are sampled in float32, as autocast
+    does (the coordinates would lose their sub-pixel part in half precision)."""
+    grid = (2.0 * coords.float() - 1.0).unsqueeze(2)
+    return F.grid_sample(maps.unsqueeze(1).float(), grid, align_corners=False)[:, 0, :, 0]
 
 
 def sigmoid_ce_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -99,7 +100,9 @@ class SetCriterion(nn.Module):
 
         target_classes = torch.full(class_logits.shape[:2], self.num_classes, dtype=torch.int64, device=class_logits.device)
         target_classes[batch, src] = torch.cat([t["labels"][j.to(t["labels"].device)] for t, (_, j) in zip(targets, indices)])
-        loss_ce = F.cross_entropy(class_logits.transpose(1, 2).float(), target_classes, self.empty_weight)
+        # In float32 also in a model cast to half precision (the class weights are a buffer).
+        loss_ce = F.cross_entropy(class_logits.transpose(1, 2).float(), target_classes,
+                                  self.empty_weight.float())
 
         pred = mask_logits[batch, src]  # (M, h, w)
         gt = torch.cat([t["masks"][j.to(t["masks"].device)] for t, (_, j) in zip(targets, indices)]).to(pred)
@@ -122,10 +125,13 @@ class SetCriterion(nn.Module):
         Returns:
             ``s{i}_loss_ce``, ``s{i}_loss_mask``, ``s{i}_loss_dice`` for every stage i.
         """
-        num_masks = torch.tensor(float(sum(len(t["labels"]) for t in targets)), device=class_logits[0].device)
+        num_masks = float(sum(len(t["labels"]) for t in targets))
         if comm.get_world_size() > 1:
-            torch.distributed.all_reduce(num_masks)
-        num_masks = max(num_masks.item() / comm.get_world_size(), 1.0)
+            # Averaged over the processes: one round trip through the device per step.
+            total = torch.tensor(num_masks, device=class_logits[0].device)
+            torch.distributed.all_reduce(total)
+            num_masks = total.item() / comm.get_world_size()
+        num_masks = max(num_masks, 1.0)
         losses = {}
         for i, (logits, masks) in enumerate(zip(class_logits, mask_logits)):
             for name, value in self.stage_losses(logits, masks, targets, num_masks).items():

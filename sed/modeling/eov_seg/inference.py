@@ -59,19 +59,21 @@ def panoptic_inference(class_logits: torch.Tensor, mask_logits: torch.Tensor, is
     score x mask probability; stuff segments of one class are merged.
 
     Args:
-        class_logits: (N, T + 1); mask_logits: (N, H, W); isthing: (T,) bool.
+        class_logits: (N, T + 1); mask_logits: (N, H, W); isthing: (T,) bool flags, read on the
+            host (a sequence, or a CPU tensor: a GPU tensor costs a host sync per segment).
     Returns:
         (H, W) int32 segment ids (0: none) and, per segment, ``{"id", "isthing", "category_id"}``.
     """
     scores, labels = class_logits.softmax(-1).max(-1)
     num_classes = class_logits.shape[-1] - 1
-    keep = labels.ne(num_classes) & (scores > object_mask_threshold)
-    scores, labels = scores[keep], labels[keep]
+    # The kept proposals, read once (a host sync on a GPU) for everything indexed with them.
+    index = (labels.ne(num_classes) & (scores > object_mask_threshold)).nonzero()[:, 0]
+    scores, labels = scores[index], labels[index]
     height, width = mask_logits.shape[-2:]
     segments = torch.zeros((height, width), dtype=torch.int32, device=mask_logits.device)
     if len(labels) == 0:
         return segments, []
-    kept = mask_logits if bool(keep.all()) else mask_logits[keep]
+    kept = mask_logits if len(labels) == len(mask_logits) else mask_logits[index]
     owner = torch.empty((height, width), dtype=torch.long, device=mask_logits.device)
     owned = torch.empty((height, width), dtype=torch.bool, device=mask_logits.device)
     original_area = torch.zeros(len(labels), dtype=torch.long, device=mask_logits.device)
@@ -140,8 +142,9 @@ def instance_inference(class_logits: torch.Tensor, mask_logits: torch.Tensor, is
     scores, index = probs.flatten().topk(min(max_detections, probs.numel()))
     labels, proposals = index % num_classes, index // num_classes
     if things_only:
-        keep = isthing.to(labels.device)[labels]
-        scores, labels, proposals = scores[keep], labels[keep], proposals[keep]
+        # The kept pairs, read once (a host sync on a GPU) for the three tensors.
+        kept = isthing.to(labels.device)[labels].nonzero()[:, 0]
+        scores, labels, proposals = scores[kept], labels[kept], proposals[kept]
     masks = mask_logits[proposals]
     binary = (masks > 0).float()
     mask_scores = (masks.sigmoid() * binary).flatten(1).sum(1) / (binary.flatten(1).sum(1) + 1e-6)

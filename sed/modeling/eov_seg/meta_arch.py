@@ -293,9 +293,11 @@ class EOV_SEG(OpenVocabularyModel):  # noqa: N801  (the registered name of the a
     def inference(self, batched_inputs: List[dict], classifier: TextClassifier) -> List[dict]:
         """Outputs of images that share one padded canvas."""
         images = ImageList.from_tensors(self.normalize(batched_inputs), self.size_divisibility)
-        final, masks = self.head_outputs(images.tensor, classifier, self.seen_classes())
-
-        isthing = torch.tensor(self.test_vocabulary.isthing, device=self.device)
+        seen = self.seen_classes()
+        # Uploaded before the network is queued (on a GPU an upload waits for the queue), and
+        # only for the instances: the panoptic segments read the flags on the host.
+        isthing = torch.tensor(self.test_vocabulary.isthing, device=self.device) if self.instance_on else None
+        final, masks = self.head_outputs(images.tensor, classifier, seen)
         resize_first = self.panoptic_on or self.instance_on or self.sem_seg_postprocess_before_inference
         results = []
         for cls, mask, x, size in zip(final, masks, batched_inputs, images.image_sizes):
@@ -309,7 +311,7 @@ class EOV_SEG(OpenVocabularyModel):  # noqa: N801  (the registered name of the a
                 out["sem_seg"] = crop_and_resize(semantic_inference(cls, mask), size, height, width)
             if self.panoptic_on:
                 out["panoptic_seg"] = panoptic_inference(
-                    cls, mask, isthing, object_mask_threshold=self.object_mask_threshold,
+                    cls, mask, self.test_vocabulary.isthing, object_mask_threshold=self.object_mask_threshold,
                     overlap_threshold=self.overlap_threshold)
             if self.instance_on:
                 out["instances"] = instance_inference(

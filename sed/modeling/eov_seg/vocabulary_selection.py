@@ -37,7 +37,9 @@ class VocabularyAwareSelection(nn.Module):
         Returns:
             (B, C, h, w) the selected features F.
         """
-        guide = self.guide_fc(classifier) / classifier.shape[-1] ** 0.5  # (S + 1, D)
+        # The classifier holds the float32 text embeddings; a model cast to half precision
+        # computes in its weights' type.
+        guide = self.guide_fc(classifier.to(self.guide_fc.weight.dtype)) / classifier.shape[-1] ** 0.5  # (S + 1, D)
         if self.training or torch.is_grad_enabled():
             attention = torch.einsum("bdhw,sd->bhws", self.embed_conv(neck), guide)
             best = attention.softmax(dim=-1).amax(dim=-1).unsqueeze(1)  # (B, 1, h, w)

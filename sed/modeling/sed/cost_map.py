@@ -20,10 +20,11 @@ class CostMap(nn.Module):
             image_embedding: (B, C, h, w) dense CLIP embedding.
             text_embedding: (T, P, C) class embeddings per template.
         Returns:
-            (B, T, P, h, w) cosine similarities (no temperature).
+            (B, T, P, h, w) cosine similarities (no temperature), in the image embedding's type.
         """
         image_embedding = F.normalize(image_embedding, dim=1)
-        text_embedding = F.normalize(text_embedding, dim=-1)
+        # The cached text embeddings are float32; a model cast to half precision computes in its own type.
+        text_embedding = F.normalize(text_embedding, dim=-1).to(image_embedding.dtype)
         return torch.einsum("bchw,tpc->btphw", image_embedding, text_embedding)
 
     def forward(self, cost: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,8 @@ LOSS_ELEMENTS_PER_CHUNK = 1 << 22
 
 
 def check_labels(labels: torch.Tensor, num_classes: int, ignore_value: int) -> None:
-    """Raise if a label of ``labels`` (B, H, W) is neither a class of the vocabulary nor ignored."""
+    """Raise if a label of ``labels`` (B, H, W) is neither a class of the vocabulary nor ignored.
+    It reads the labels: call it on the host's copy (on a GPU it would wait for the queued work)."""
     valid = labels != ignore_value
     outside = valid & ((labels < 0) | (labels >= num_classes))
     if bool(outside.any()):
@@ -35,12 +36,11 @@ def sem_seg_losses(
     """
     Args:
         logits: final then auxiliary logit maps, each (B, T, h_i, w_i).
-        labels: (B, H, W) train ids with ``ignore_value``.
+        labels: (B, H, W) train ids with ``ignore_value``, checked by :func:`check_labels`.
     Returns:
         ``loss_sem_seg_i``: mean BCE of output i, up-sampled (bilinear) to the label size.
     """
     num_classes = logits[0].shape[1]
-    check_labels(labels, num_classes, ignore_value)
     targets = one_hot_targets(labels, range(num_classes), ignore_value)
     return {
         f"loss_sem_seg_{i}": F.binary_cross_entropy_with_logits(
@@ -101,5 +101,4 @@ def chunked_sem_seg_losses(
     """``sem_seg_losses`` a chunk of classes at a time (``ChunkedBCE``): the same values and
     gradients up to float32 rounding, without the full-resolution logits and targets of all
     classes."""
-    check_labels(labels, logits[0].shape[1], ignore_value)
     return {f"loss_sem_seg_{i}": ChunkedBCE.apply(x, labels, ignore_value) for i, x in enumerate(logits)}

@@ -16,7 +16,7 @@ from ..base import OpenVocabularyModel
 from .clip_encoder import CLIPImageEncoder
 from .cost_map import CostMap
 from .decoder import GradualFusionDecoder
-from .loss import chunked_sem_seg_losses, sem_seg_losses
+from .loss import check_labels, chunked_sem_seg_losses, sem_seg_losses
 
 logger = logging.getLogger(__name__)
 
@@ -183,13 +183,18 @@ class SED(OpenVocabularyModel):
 
     def forward_with_text(self, batched_inputs: List[dict], text: torch.Tensor):
         """Losses (training) or per-image probabilities; ``text``: (T, P, C) class embeddings."""
+        if self.training:
+            labels = torch.stack([x["sem_seg"] for x in batched_inputs])
+            # Checked on the host, where the loader leaves them, and uploaded before the network
+            # is queued: on a GPU the check and the upload wait for the work queued before them.
+            check_labels(labels, text.shape[0], self.ignore_value)
+            labels = labels.to(self.device)
         features = self.encoder(self.preprocess(batched_inputs))
         cost = self.cost_map.cost_volume(features["clip_vis_dense"], text)
         embedding = self.cost_map(cost)
         # Encoder guidance is detached: the image tower learns only through the cost map.
         guidance = self.decoder.project_guidance([features[f].detach() for f in self.guidance_features])
         if self.training:
-            labels = torch.stack([x["sem_seg"] for x in batched_inputs]).to(self.device)
             logits = self.decoder(embedding, cost, guidance)
             # The chunked loss goes with the recomputed decoder chunks (TRAIN_CHECKPOINT_CHUNKS).
             losses = chunked_sem_seg_losses if self.decoder.recompute else sem_seg_losses
