@@ -1,5 +1,6 @@
 import importlib.util
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
+from detectron2.utils.logger import setup_logger
 
 from sed import add_project_config, add_sed_config
 from sed.resources import vocabulary_path
@@ -21,6 +23,24 @@ FIXTURE = SHARED / "fixtures" / "sed_official_tiny"
 TINY_CLIP = str(ROOT / "sed" / "model_configs" / "sed_tiny.json")
 # configs/synthetic_tiny.yaml's SED quickly: one prompt template, no text-embedding disk cache.
 TINY_TEXT = ["MODEL.SEM_SEG_HEAD.PROMPT_TEMPLATES", "single", "MODEL.SEM_SEG_HEAD.TEXT_CACHE_DIR", ""]
+
+
+# Loggers that detectron2's setup_logger configures (handlers, no propagation) when a test runs
+# an entry point in-process: restored after each test, so caplog sees the next test's records.
+CONFIGURED_LOGGERS = ("detectron2", "d2", "fvcore", "sed")
+
+
+@pytest.fixture(autouse=True)
+def isolated_logging():
+    saved = {name: (logging.getLogger(name).handlers[:], logging.getLogger(name).propagate, logging.getLogger(name).level)
+             for name in CONFIGURED_LOGGERS}
+    yield
+    for name, (handlers, propagate, level) in saved.items():
+        logger = logging.getLogger(name)
+        if (logger.handlers, logger.propagate, logger.level) != (handlers, propagate, level):
+            logger.handlers[:], logger.propagate = handlers, propagate
+            logger.setLevel(level)
+            setup_logger.cache_clear()  # its cache would otherwise hand back the unconfigured logger
 
 
 def load_repository_tool(name: str):

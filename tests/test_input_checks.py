@@ -3,7 +3,6 @@ the other model family, missing or truncated weights, vocabularies that cannot b
 meant, images the models cannot read, option values out of range, unknown datasets and config
 keys."""
 import json
-import logging
 
 import numpy as np
 import pytest
@@ -65,14 +64,8 @@ def test_no_weights_with_pretrained_clip_stops_before_building():
 
 
 def test_no_weights_with_random_clip_is_a_random_model_on_purpose(caplog):
-    # Attached to the logger itself: detectron2's setup_logger (run by other tests) stops
-    # the "sed" loggers from propagating to caplog's root handler.
-    logger = logging.getLogger("sed.checkpoint")
-    logger.addHandler(caplog.handler)
-    try:
+    with caplog.at_level("WARNING", logger="sed.checkpoint"):
         Predictor(load_config(SED_TINY, opts=TINY_TEXT))
-    finally:
-        logger.removeHandler(caplog.handler)
     assert "MODEL.WEIGHTS is empty: a randomly initialised SED model" in caplog.text
 
 

@@ -10,7 +10,6 @@ from detectron2.structures import Instances
 
 from ...config import add_eov_seg_config
 from ...data.custom import CustomDatasetError, CustomSplit
-from ...data.synthetic import make_panoptic_sample
 from ...family import (PANOPTIC_COLUMNS, SEMANTIC_COLUMNS, Benchmark, BenchmarkSpec, CallOption, DeploySpec,
                        ExportSpec, ModelFamily, register_family)
 from ...resources import vocabulary_path
@@ -68,6 +67,14 @@ def train_batch(model, names: List[str], images: List[torch.Tensor], segments: i
     return batch, classes
 
 
+def example_image(seed: int, side: int) -> np.ndarray:
+    """A generated (side, side, 3) uint8 RGB image: shapes on sky and grass (the panoptic
+    embedded default's data)."""
+    from ...data.synthetic import make_panoptic_sample  # OpenCV: not part of the minimal install
+
+    return make_panoptic_sample(np.random.default_rng(seed), side)[0]
+
+
 def published(name: str, dataset: str, vocabulary: str, panoptic: bool = False) -> Benchmark:
     """Panoptic: PQ, AP and mIoU with every output on; semantic: mIoU from the semantic output
     alone, as the authors evaluate it (datasets-panoptic.md 7.5)."""
@@ -103,7 +110,7 @@ FAMILY = register_family(ModelFamily(
     tiny_config="configs/eov_seg/synthetic_tiny.yaml",
     tiny_opts=("INPUT.IMAGE_SIZE", "64"),
     text_cache_key="MODEL.EOV_SEG.TEXT_CACHE_DIR",
-    example_image=lambda seed, side: make_panoptic_sample(np.random.default_rng(seed), side)[0],
+    example_image=example_image,
     call_options=(
         CallOption("MODEL.EOV_SEG.TEST.OBJECT_MASK_THRESHOLD", "object_mask_threshold",
                    "Panoptic: lowest proposal score kept", (0, 1, 0.05), minimum=0, maximum=1),

@@ -8,7 +8,6 @@ from detectron2.data import MetadataCatalog
 
 from ...config import add_sed_config
 from ...data.custom import CustomDatasetError, CustomSplit
-from ...data.synthetic import make_sample
 from ...deploy import image_to_chw
 from ...family import (SEMANTIC_COLUMNS, Benchmark, BenchmarkSpec, CallOption, DeploySpec, EarlyRejection, ExportSpec,
                        ModelFamily, register_family)
@@ -61,6 +60,13 @@ def set_early_rejection(model, topk: Optional[int]) -> None:
     model.fast_inference, model.topk = topk is not None, topk
 
 
+def example_image(seed: int, side: int) -> np.ndarray:
+    """A generated (side, side, 3) uint8 RGB image of coloured shapes (the embedded default's data)."""
+    from ...data.synthetic import make_sample  # OpenCV: not part of the minimal install
+
+    return make_sample(np.random.default_rng(seed), side)[0]
+
+
 def export_mismatch(metadata: dict, model) -> str:
     if metadata["fast_inference"] == model.fast_inference:
         return ""
@@ -106,7 +112,7 @@ FAMILY = register_family(ModelFamily(
     tiny_config="configs/synthetic_tiny.yaml",
     tiny_opts=("INPUT.CROP.SIZE", "(64,64)"),
     text_cache_key="MODEL.SEM_SEG_HEAD.TEXT_CACHE_DIR",
-    example_image=lambda seed, side: make_sample(np.random.default_rng(seed), side)[0],
+    example_image=example_image,
     call_options=(
         CallOption("TEST.FAST_INFERENCE", "fast_inference", "Fast inference (category early rejection)"),
         CallOption("TEST.TOPK", "topk", "TOPK: classes kept per pixel by early rejection", (1, 64, 1), minimum=1),
