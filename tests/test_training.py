@@ -120,30 +120,31 @@ def spread_clip(tmp_path_factory):
     return clip
 
 
-# The quick start's training cut to QUICK_START_ITERATIONS of its 400 iterations still learns
-# every class to QUICK_START_MIN_IOU: seed 0 on one thread reached 83.3 at worst (the yellow
-# star) on a 2-core AMD EPYC; the margin is for another CPU's floating-point order, while a
-# class the model fails to learn scores below 10.
-QUICK_START_ITERATIONS = 200
-QUICK_START_MIN_IOU = 50.0
+# The README's promise for the quick start as written (400 iterations, seed 0): the floor of
+# its measured runs. A guard cut to fewer iterations promises something users do not run: on
+# an AVX2-only AMD EPYC, 200 iterations leave the blue triangle unlearned (IoU 0.3) where the
+# 400 of the quick start reach 85.4.
+PROMISED_MIN_MIOU = 85.0
+PROMISED_MIN_CLASS_IOU = 75.0
 
 
-def test_quick_start_learns_every_class(tmp_path, spread_clip):
-    """The quick start's path, shorter: the embedded default dataset as datasets/prepare_synthetic.py
-    writes it, the spread text tower, and configs/synthetic_tiny.yaml through run.sh. A class the
-    model fails to learn scores near 0 (the yellow star did, on one CPU, before every shape
-    covered the same area)."""
+def test_quick_start_keeps_its_promise(tmp_path, spread_clip):
+    """The quick start's path as bash tools/quickstart.sh runs it: the embedded default dataset
+    as datasets/prepare_synthetic.py writes it, the spread text tower, and
+    configs/synthetic_tiny.yaml through run.sh, to the README's floor for every class and the
+    mIoU. A class the model fails to learn scores near 0."""
     from sed.data.synthetic import generate
 
     generate(str(tmp_path / "datasets"))
     env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "datasets"), HOME=str(tmp_path))
     out = tmp_path / "out"
     result = sh("run.sh", "configs/synthetic_tiny.yaml", "0", str(out), "MODEL.ENC.CLIP_PRETRAINED_WEIGHTS",
-                str(spread_clip), "SOLVER.MAX_ITER", str(QUICK_START_ITERATIONS), env=env)
+                str(spread_clip), env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "results.json").read_text())["sed_synthetic_val"]["sem_seg"]
     ious = {k[len("IoU-"):]: v for k, v in metrics.items() if k.startswith("IoU-")}
-    assert len(ious) == 5 and min(ious.values()) >= QUICK_START_MIN_IOU, ious
+    assert len(ious) == 5 and min(ious.values()) >= PROMISED_MIN_CLASS_IOU, ious
+    assert metrics["mIoU"] >= PROMISED_MIN_MIOU, metrics["mIoU"]
 
 
 def test_quick_start_training_is_deterministic_given_the_seed(tmp_path, env_with_datasets, spread_clip):
