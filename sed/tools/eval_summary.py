@@ -20,7 +20,7 @@ from typing import List, Optional, Sequence, Tuple
 from detectron2.config import CfgNode
 from tabulate import tabulate
 
-from sed.config import build_config
+from sed.config import ConfigError, build_config
 from sed.data.datasets import DATASETS, dataset_root
 from sed.data.resumable_evaluation import evaluation_config
 from sed.family import Benchmark, get_family
@@ -32,7 +32,7 @@ def load_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
     stops, naming the problem, on an override that does not apply."""
     try:
         return build_config(config_file, opts)
-    except (AssertionError, KeyError, ValueError) as e:  # yacs reports unknown keys by assertion
+    except ConfigError as e:
         if not opts:  # the config file itself: its own error
             raise
         raise SystemExit(f"eval.sh: the overrides {' '.join(opts)} do not apply to {config_file}: {e}")
