@@ -62,7 +62,7 @@ def train_net(*opts, env, out):
 def test_unknown_config_key_is_named(tmp_path, env_with_datasets):
     result = train_net("MODEL.SEM_SEG_HEAD.POOLING_SIZE", "[1,1]", env=env_with_datasets, out=tmp_path)
     assert result.returncode != 0
-    assert ("MODEL.SEM_SEG_HEAD.POOLING_SIZE is not a config key; did you mean MODEL.SEM_SEG_HEAD.POOLING_SIZES?"
+    assert ("MODEL.SEM_SEG_HEAD.POOLING_SIZE is not a config key; did you mean MODEL.SEM_SEG_HEAD.POOLING_SIZES"
             in result.stderr)
 
 
