@@ -10,7 +10,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from torch import nn
 
-from .family import ModelFamily, families, get_family
+from .family import ModelFamily, config_value, families, get_family
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def check_weights_given(cfg: CfgNode) -> None:
     if cfg.MODEL.WEIGHTS:
         return
     family = get_family(cfg)
-    pretrained = [key for key in family.pretrained_keys if _value(cfg, key)]
+    pretrained = [key for key in family.pretrained_keys if config_value(cfg, key)]
     if pretrained:
         empty = " and ".join(f'{key} ""' for key in pretrained)
         raise CheckpointError(
@@ -96,7 +96,3 @@ def check_weights_given(cfg: CfgNode) -> None:
                    "weights)", family.title)
 
 
-def _value(cfg: CfgNode, key: str):
-    for part in key.split("."):
-        cfg = getattr(cfg, part)
-    return cfg

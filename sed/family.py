@@ -8,6 +8,7 @@ web demo and training look the family up once (:func:`get_family`) and never com
 third model is one more folder.
 """
 from dataclasses import dataclass
+from functools import reduce
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from detectron2.config import CfgNode
@@ -140,10 +141,12 @@ class ModelFamily:
     def check_call_options(self, cfg: CfgNode, source: str = "the config") -> None:
         """Raise a ValueError if a call option's config value is out of its bounds."""
         for option in self.call_options:
-            value = cfg
-            for part in option.key.split("."):
-                value = getattr(value, part)
-            option.check(value, source)
+            option.check(config_value(cfg, option.key), source)
+
+
+def config_value(cfg: CfgNode, key: str):
+    """The value of the dotted ``key`` (``TEST.TOPK``) in ``cfg``."""
+    return reduce(getattr, key.split("."), cfg)
 
 
 _FAMILIES: Dict[str, ModelFamily] = {}

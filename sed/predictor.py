@@ -16,7 +16,6 @@ import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import reduce
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Union
 
@@ -31,7 +30,7 @@ from PIL import Image
 from .checkpoint import Checkpointer, check_weights_given
 from .config import build_config
 from .cpu_memory import configure_cpu_memory
-from .family import ModelFamily, families, get_family
+from .family import ModelFamily, config_value, families, get_family
 from .resources import vocabulary_path
 from .vocabulary import Vocabulary, parse_vocabulary
 
@@ -252,7 +251,7 @@ class Predictor:
             raise ValueError(f"{', '.join(unknown)}: not an option of a {self.family.title} call; "
                              f"the options are {', '.join(known)} (others are set when the model is built)")
         for key, value in (options or {}).items():
-            default = reduce(getattr, key.split("."), self.cfg)
+            default = config_value(self.cfg, key)
             accepted = (int, float) if isinstance(default, float) else type(default)
             if not isinstance(value, accepted) or isinstance(value, bool) != isinstance(default, bool):
                 raise ValueError(f"{key} takes {type(default).__name__} values, not {value!r}")

@@ -40,7 +40,6 @@ import signal
 import sys
 import tempfile
 import time
-from functools import reduce
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -51,7 +50,7 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from sed.family import families  # noqa: E402
+from sed.family import config_value, families  # noqa: E402
 from sed.outputs import DEFAULT_CONFIDENCE_THRESHOLD, read_image, write_outputs  # noqa: E402
 from sed.predictor import Predictor, load_config, parse_vocabulary_spec  # noqa: E402
 from sed.tools import cli  # noqa: E402
@@ -190,7 +189,7 @@ class WebDemo:
         if len(tasks) > 1:
             controls["task"] = gr.Radio(list(tasks), value=tasks[0], label="Task")
         for option in self.family.call_options:
-            value = reduce(getattr, option.key.split("."), self.predictor.cfg)
+            value = config_value(self.predictor.cfg, option.key)
             if option.slider is None:
                 controls[option.attribute] = gr.Checkbox(value, label=option.label)
             else:
@@ -217,7 +216,7 @@ class WebDemo:
             # Each option of the config value's type (a slider may give 8.0 for an int setting);
             # the API takes any JSON value, which may not convert.
             try:
-                call = {key: type(reduce(getattr, key.split("."), self.predictor.cfg))(chosen[attribute])
+                call = {key: type(config_value(self.predictor.cfg, key))(chosen[attribute])
                         for attribute, key in options.items()}
                 threshold = float(chosen.get("confidence_threshold", DEFAULT_CONFIDENCE_THRESHOLD))
             except (TypeError, ValueError) as error:
