@@ -94,5 +94,3 @@ def check_weights_given(cfg: CfgNode) -> None:
             f"for a random model on purpose set {empty}")
     logger.warning("MODEL.WEIGHTS is empty: a randomly initialised %s model (its config asks for no pretrained "
                    "weights)", family.title)
-
-
