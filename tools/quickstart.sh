@@ -17,10 +17,10 @@ OUTPUT_DIR="${1:-$DEFAULT_OUTPUT}"
 shift || true
 .venv/bin/python datasets/prepare_synthetic.py
 if [ "$MODEL" = sed ]; then
-    # SED learns classes through its cost volume only: give the tiny random CLIP a text tower
-    # whose prompt embeddings are spread apart (tools/spread_text_tower.py, deterministic).
-    CLIP_WEIGHTS="$OUTPUT_DIR/tiny_clip_spread_text.pt"
-    [ -f "$CLIP_WEIGHTS" ] || .venv/bin/python tools/spread_text_tower.py --config-file "$CONFIG" --output "$CLIP_WEIGHTS"
+    # SED reads classes from its CLIP cost volume only: pretrain the tiny random CLIP first
+    # (text embeddings spread apart, image tower aligned with the names; checked).
+    CLIP_WEIGHTS="$OUTPUT_DIR/tiny_clip_pretrained.pt"
+    [ -f "$CLIP_WEIGHTS" ] || .venv/bin/python tools/pretrain_tiny_clip.py --config-file "$CONFIG" --output "$CLIP_WEIGHTS"
     set -- MODEL.ENC.CLIP_PRETRAINED_WEIGHTS "$CLIP_WEIGHTS" "$@"
 fi
 sh run.sh "$CONFIG" 0 "$OUTPUT_DIR" "$@"
