@@ -101,26 +101,47 @@ def test_embeddings_ignore_autocast():
     assert torch.equal(under_autocast, cache.compute(clip, ["cat", "sky"]))
 
 
-def test_spread_text_tower_separates_the_classes_and_loads_as_weights(tmp_path):
-    """tools/spread_text_tower.py: the tiny default's random text tower maps the shapes' names
-    to nearly one direction; after spreading they are far apart, the image tower is untouched,
-    the same seed writes the same weights, and the file loads as MODEL.ENC.CLIP_PRETRAINED_WEIGHTS."""
+def pretrain(out, *args, env):
+    return subprocess.run([sys.executable, "tools/pretrain_tiny_clip.py", "--config-file", "configs/synthetic_tiny.yaml",
+                           "--output", str(out), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_pretrain_tiny_clip_separates_and_aligns_the_classes(tmp_path, env_with_datasets):
+    """tools/pretrain_tiny_clip.py: the tiny default's random text tower maps the shapes' names
+    to nearly one direction and its random image tower puts few pixels nearest to their own
+    class's name; afterwards the names are far apart and every class's pixels are nearest to
+    it. The same seed writes the same weights, and the file loads as
+    MODEL.ENC.CLIP_PRETRAINED_WEIGHTS."""
     outputs = [tmp_path / "a.pt", tmp_path / "b.pt"]
+    args = ("--text-steps", "60", "--image-steps", "60", "--min-accuracy", "0.6")
     for out in outputs:
-        result = subprocess.run(
-            [sys.executable, "tools/spread_text_tower.py", "--config-file", "configs/synthetic_tiny.yaml",
-             "--output", str(out), "--steps", "60"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        result = pretrain(out, *args, env=env_with_datasets)
         assert result.returncode == 0, result.stderr[-2000:]
-    before, after = map(float, re.search(r"two classes (-?[0-9.]+) -> (-?[0-9.]+)\. Wrote", result.stdout).groups())
+    before, after = map(float, re.search(r"two classes (-?[0-9.]+) -> (-?[0-9.]+)", result.stdout).groups())
     assert before > 0.8 and after < 0.5
+    accuracies = re.findall(r"([a-z ]+) ([0-9.]+) -> ([0-9.]+)", result.stdout.split("their class's name:")[1])
+    assert len(accuracies) == 5
+    assert all(float(a) >= 0.6 for _, _, a in accuracies), accuracies
+    assert min(float(b) for _, b, _ in accuracies[1:]) < 0.2, accuracies  # the shapes, before
     first, second = (torch.load(out, weights_only=True) for out in outputs)
     assert all(torch.equal(first[k], second[k]) for k in first)
 
     torch.manual_seed(0)
     random_init = create_clip_model(os.path.join(ROOT, "sed/model_configs/sed_tiny.json"), "").state_dict()
     loaded = create_clip_model(os.path.join(ROOT, "sed/model_configs/sed_tiny.json"), str(outputs[0])).state_dict()
-    for name, value in loaded.items():
-        assert torch.equal(value, first[name])
-        if name.startswith("visual."):
-            assert torch.equal(value, random_init[name]), name
-    assert not torch.equal(loaded["token_embedding.weight"], random_init["token_embedding.weight"])
+    assert all(torch.equal(value, first[name]) for name, value in loaded.items())
+    for name in ("token_embedding.weight", "visual.head.proj.weight", "visual.trunk.stem.0.weight"):
+        assert not torch.equal(loaded[name], random_init[name]), name
+
+
+def test_pretrain_tiny_clip_checks_both_towers_and_writes_nothing_when_short(tmp_path, env_with_datasets):
+    """A text tower not spread enough, or a class whose pixels are not nearest to its name by
+    --max-image-steps, stops the tool with the option to raise; no file is written."""
+    out = tmp_path / "clip.pt"
+    unspread = pretrain(out, "--text-steps", "0", env=env_with_datasets)
+    assert unspread.returncode == 1 and "raise --text-steps" in unspread.stderr, unspread.stderr[-2000:]
+    short = pretrain(out, "--text-steps", "30", "--image-steps", "2", "--max-image-steps", "4", "--min-accuracy", "0.99",
+                     env=env_with_datasets)
+    assert short.returncode == 1 and "raise --max-image-steps" in short.stderr, short.stderr[-2000:]
+    assert "after 4 steps" in short.stderr and "yellow star" in short.stderr
+    assert not out.exists() and not list(tmp_path.glob("clip.pt*"))

@@ -19,8 +19,16 @@ shift || true
 if [ "$MODEL" = sed ]; then
     # SED reads classes from its CLIP cost volume only: pretrain the tiny random CLIP first
     # (text embeddings spread apart, image tower aligned with the names; checked).
+    # A SEED override seeds the pretraining too.
+    PRETRAIN_SEED=0
+    previous=""
+    for arg in "$@"; do
+        [ "$previous" = SEED ] && PRETRAIN_SEED=$arg
+        previous=$arg
+    done
     CLIP_WEIGHTS="$OUTPUT_DIR/tiny_clip_pretrained.pt"
-    [ -f "$CLIP_WEIGHTS" ] || .venv/bin/python tools/pretrain_tiny_clip.py --config-file "$CONFIG" --output "$CLIP_WEIGHTS"
+    [ -f "$CLIP_WEIGHTS" ] || .venv/bin/python tools/pretrain_tiny_clip.py --config-file "$CONFIG" \
+        --output "$CLIP_WEIGHTS" --seed "$PRETRAIN_SEED"
     set -- MODEL.ENC.CLIP_PRETRAINED_WEIGHTS "$CLIP_WEIGHTS" "$@"
 fi
 sh run.sh "$CONFIG" 0 "$OUTPUT_DIR" "$@"

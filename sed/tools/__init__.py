@@ -12,7 +12,7 @@ declares console entry points for some (``sed-demo``, ``sed-web-demo``, ``sed-ex
 - :mod:`sed.tools.benchmark`: speed and memory of inference, training steps or text embedding.
 - :mod:`sed.tools.eval_summary`: eval.sh's published benchmarks of a config and their table.
 - :mod:`sed.tools.check_dataset`: check a custom dataset folder.
-- :mod:`sed.tools.spread_text_tower`: spread a random-init CLIP's prompt embeddings apart.
+- :mod:`sed.tools.pretrain_tiny_clip`: pretrain a random-init CLIP for SED's embedded default.
 
 The tools know the models only through the model-family registry (:mod:`sed.family`): the
 config's ``MODEL.META_ARCHITECTURE`` picks its family.

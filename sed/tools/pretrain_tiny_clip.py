@@ -14,8 +14,8 @@ checking both.
    that no two classes' embeddings keep a cosine above --max-class-cosine;
 2. trains its image tower on the first dataset of DATASETS.TRAIN, images resized as SED's
    inference resizes them, so that every pixel's dense embedding is nearest to its own
-   class's embedding, until every class reaches --min-accuracy of its pixels (checked every
-   --image-steps steps, at most --max-image-steps).
+   class's embedding: --image-steps steps, then as many more blocks of them as it takes for
+   every class to reach --min-accuracy of its pixels (at most --max-image-steps in all).
 
 Writes the whole open_clip state dict to --output, for MODEL.ENC.CLIP_PRETRAINED_WEIGHTS, and
 prints the class cosine and each class's zero-shot pixel accuracy before and after. Runs on
@@ -125,14 +125,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     visual = [p for n, p in clip_model.named_parameters() if n.startswith("visual.")]
     generator = torch.Generator().manual_seed(args.seed)
     steps = 0
-    accuracy = accuracy_before
-    while steps < args.max_image_steps and not bool((accuracy >= args.min_accuracy).all()):
+    # A schedule that does not end before every class is found: blocks of --image-steps until
+    # each class's pixels are nearest to its name, or --max-image-steps.
+    while True:
         block = min(args.image_steps, args.max_image_steps - steps)
         align_image_tower(encode, visual, images, labels, text, steps=block, lr=args.image_lr,
                           batch_size=args.batch_size, logit_scale=float(clip_model.logit_scale.detach().exp()),
                           ignore_value=head.IGNORE_VALUE, generator=generator)
         steps += block
         accuracy = class_accuracy(encode, images, labels, text, args.batch_size)
+        if steps >= args.max_image_steps or bool((accuracy >= args.min_accuracy).all()):
+            break
     print(f"Image tower: {len(images)} images, {steps} steps; pixels nearest to their class's name: "
           f"{accuracy_line(names, accuracy_before, accuracy)}")
     short = [n for n, a in zip(names, accuracy.tolist()) if not a >= args.min_accuracy]
