@@ -1,7 +1,7 @@
 """Generate the embedded default datasets (coloured shapes: semantic for SED, panoptic for
 EOV-Seg) under $DETECTRON2_DATASETS; with --custom DIR, write instead the same kind of data as
 custom dataset folders DIR/shapes and DIR/shapes_panoptic, with a vocabulary of their own
-(README, "Your own dataset").
+(docs/custom_datasets.md).
 
     python datasets/prepare_synthetic.py [--size 128] [--seed 0] [--custom DIR]
 """

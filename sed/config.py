@@ -69,8 +69,8 @@ def add_sed_config(cfg: CN) -> None:
     # Training: recompute the decoder's per-class chunks in the backward pass instead of keeping
     # their activations (activation checkpointing), and compute the loss and its gradient a
     # chunk of classes at a time. Same losses and gradients in about a third of the memory at
-    # 171 classes, at about the same step time (README, Training memory). False keeps every
-    # activation.
+    # 171 classes, at about the same step time (docs/benchmarks.md, Training memory). False
+    # keeps every activation.
     head.TRAIN_CHECKPOINT_CHUNKS = True
     # Features of the CLIP image tower that guide decoder stages 1, 2, 3.
     head.GUIDANCE_FEATURES = ["res4", "res3", "res2"]
@@ -87,19 +87,20 @@ def add_sed_config(cfg: CN) -> None:
 def add_training_config(cfg: CN) -> None:
     """Keys of the project's trainer, data pipeline and inference precision, shared by every model."""
     # Inference precision: "float32", or autocast to "bfloat16" / "float16" (faster on GPUs,
-    # opt-in: outputs move beyond the float32 tolerances; README, Speed).
+    # opt-in: outputs move beyond the float32 tolerances; docs/benchmarks.md, Reduced precision).
     cfg.TEST.PRECISION = "float32"
     # Evaluation that survives a kill: every PARTIAL_EVERY images, each process saves its
     # evaluators' state to OUTPUT_DIR/inference/DATASET/partial/, and the same command run
-    # again resumes after the saved images with identical final metrics (README, Evaluation).
+    # again resumes after the saved images with identical final metrics (GETTING_STARTED.md).
     # 0: nothing saved, nothing resumed.
     cfg.TEST.PARTIAL_EVERY = 50
     # Keep that folder when the evaluation completes (by default it is removed once the
     # results are written).
     cfg.TEST.KEEP_PARTIAL = False
     # MODEL.DEVICE "cpu": keep freed memory in the process heap for the next tensors instead of
-    # returning it to the system (glibc; sed/cpu_memory.py). EOV-Seg-S on 2 cores: 3.8 -> 3.2 s
-    # per image for about 5% more peak memory (README, Speed). False: the C library's defaults.
+    # returning it to the system (glibc; sed/cpu_memory.py): large activations then do not fault
+    # their pages in again for every image, at the cost of a higher resident memory. False: the C
+    # library's defaults.
     cfg.CPU_REUSE_MEMORY = True
     # Micro-batches per optimizer step: each holds IMS_PER_BATCH / GRAD_ACCUM_STEPS images, so
     # the effective batch stays IMS_PER_BATCH on fewer or smaller GPUs.

@@ -3,10 +3,10 @@ points (``train_net.py``, the predictor, ``tools/benchmark.py``).
 
 glibc serves every allocation above 32 MB, which includes most activations of a 640x853 image,
 with fresh pages from the system and returns them when the tensor is freed: the next tensor of
-that size faults its pages in again, one by one. For EOV-Seg-S on a 2-core CPU that is about
-470,000 page faults per image, and 3.8 instead of 3.2 s. Serving large allocations from the
-process heap and never trimming it keeps the pages for the next image instead; the resident
-memory then stays at its peak, which grows by about 5% (README, Speed).
+that size faults its pages in again, one by one: for EOV-Seg-S, hundreds of thousands of page
+faults per image. Serving large allocations from the process heap and never trimming it keeps
+the pages for the next image instead; the resident memory then stays at its peak, which grows
+a little (docs/benchmarks.md, EOV-Seg inference).
 """
 import ctypes
 import ctypes.util

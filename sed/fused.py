@@ -5,8 +5,9 @@ vocabulary-aware selection).
 
 They run only without gradients, on the CPU in float32 outside autocast, export and tracing,
 with a torch built with oneDNN (:func:`fused_kernels_apply`); callers fall back to the
-released modules elsewhere, so training computes exactly what it did. Outputs equal the
-unfused computation to float32 rounding (a different summation order of the same products).
+released modules elsewhere, so training computes exactly what the released modules compute.
+Outputs equal the unfused computation to float32 rounding (a different summation order of the
+same products).
 """
 from typing import Optional
 

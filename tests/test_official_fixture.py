@@ -94,7 +94,7 @@ def test_fast_inference(cases, topk):
 def test_bfloat16_inference_keeps_the_float32_labels(cases):
     """TEST.PRECISION bfloat16 is opt-in: probabilities move by up to 0.01, so a label flips
     only where float32 ranks two classes within 0.01 of each other. (The fixture's random
-    weights make such near-ties common: 81% of its labels stay, as the README says.)"""
+    weights make such near-ties common: 81% of its labels stay, as docs/benchmarks.md says.)"""
     model = build("[1,1]", "TEST.PRECISION", "bfloat16").eval()
     agreement = []
     for case in cases["eval"]:

@@ -1,7 +1,7 @@
 """tools/web_demo.py: a server per model on 127.0.0.1 (tiny random checkpoints), driven through
 gradio_client (the files of tools/demo.py for the same image, vocabulary and options; clear
 errors; a queue that survives malformed requests) and in headless Chromium
-(tools/web_demo_browser.py, the steps of the README's screenshot)."""
+(tools/web_demo_browser.py, the steps of docs/web_demo.png)."""
 import json
 import subprocess
 import sys

@@ -1,7 +1,7 @@
 """Drive tools/web_demo.py in a real headless browser (Debian's chromium and chromium-driver,
 through Selenium): start the server, open the page, upload an image, type a vocabulary, press
 Segment, wait for the overlay and the segments table, take a screenshot. The tests
-(tests/test_web_demo.py) and the README's screenshot use these steps:
+(tests/test_web_demo.py) and the screenshot in docs/deployment.md use these steps:
 
     python tools/web_demo_browser.py --config-file configs/synthetic_tiny.yaml --output docs/web_demo.png \\
         --opts MODEL.WEIGHTS output/synthetic_tiny/model_final.pth

@@ -5,8 +5,8 @@ Where :func:`sed.fused.fused_kernels_apply`, each block's MLP runs as two oneDNN
 products, the first with its GELU in the epilogue (:func:`sed.fused.linear`), and layer scale
 plus residual as one pass (``torch.addcmul``): timm's ``ConvNeXtBlock.forward`` without the
 bias copies and the separate GELU and scale passes over the (H, W, 4C) hidden activations,
-about a fifth of a ConvNeXt-L trunk's time on a 2-core CPU. Elsewhere, and for a block of
-another layout, the stage's own forward runs.
+memory-bound passes that take a large share of a ConvNeXt trunk's CPU time. Elsewhere, and for
+a block of another layout, the stage's own forward runs.
 """
 import torch
 from timm.models.convnext import ConvNeXtBlock, ConvNeXtStage

@@ -1,7 +1,7 @@
 """Your own dataset: a folder of images and labels, registered by naming it in a config and
 checked before any training or evaluation.
 
-Folder format (see README, "Your own dataset")::
+Folder format (see docs/custom_datasets.md)::
 
     FOLDER/classes.json          the class list, in class order: a vocabulary file (sed/vocabulary.py)
     FOLDER/dataset.json          optional settings: {"ignore_label": 255}
@@ -436,7 +436,7 @@ def locate_split(reference: str) -> Tuple[str, str]:
     raise CustomDatasetError(
         f"Custom dataset split {reference!r} not found: no {' or '.join(c + '/images' for c in candidates)}. "
         "A dataset name with a '/' is the path of a split folder (FOLDER/<split> holding images/ "
-        "and labels/ or panoptic.json); see README, 'Your own dataset'.")
+        "and labels/ or panoptic.json); see docs/custom_datasets.md.")
 
 
 def fingerprint(folder: str, split: str) -> str:

@@ -1,4 +1,4 @@
-"""The worked example's own datasets (README, "Your own dataset"): the embedded default shapes,
+"""The worked example's own datasets (docs/custom_datasets.md): the embedded default shapes,
 written as custom dataset folders (sed/data/custom.py) with a vocabulary of their own, coarser
 than the default's: circles, and every other shape as one "polygon" class.
 

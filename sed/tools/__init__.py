@@ -2,7 +2,7 @@
 
 Each module has ``main(argv=None) -> int``, which parses ``argv`` (the process's arguments when
 None) and returns the exit status, and runs as ``python -m sed.tools.<name>``. The repository's
-``tools/<name>.py`` are thin wrappers around them (the README's commands), and the package
+``tools/<name>.py`` are thin wrappers around them (the documented commands), and the package
 declares console entry points for some (``sed-demo``, ``sed-web-demo``, ``sed-export``,
 ``sed-benchmark``):
 

@@ -1,4 +1,4 @@
-"""Check a custom dataset folder (README, "Your own dataset") as training and evaluation do
+"""Check a custom dataset folder (docs/custom_datasets.md) as training and evaluation do
 before they start, and print what it holds: images per split, the classes with their pixel
 share and the number of images they occur in, the classes never present, then every problem
 with its files. Exits with status 1 when there is a problem.

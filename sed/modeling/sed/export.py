@@ -1,7 +1,14 @@
 """SED's ONNX graph (:mod:`sed.export`): ``image`` (3, H, W) float32 RGB 0..255 and ``text``
 (T, P, C) prompt embeddings -> ``probabilities`` (T, H, W). The normalisation, the resize to
 the CLIP input and back are in the graph; with ``TEST.FAST_INFERENCE`` so is category early
-rejection (rejected classes 0)."""
+rejection (rejected classes 0).
+
+The graph runs the decoder's per-class steps for all classes at once (one chunk), not a few
+classes at a time as PyTorch does on the CPU: a ``Scan`` over class chunks (``torch.export``'s
+``scan``, with the chunk's weights moved into the loop body so that onnxruntime can pre-pack
+them) and chunking the class attention's pixels both ran slower in onnxruntime than the single
+chunk. The price is memory with large vocabularies (docs/benchmarks.md).
+"""
 import torch
 import torch.nn.functional as F
 from torch import nn

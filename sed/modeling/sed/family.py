@@ -40,7 +40,7 @@ def custom_dataset_keys(train: List[CustomSplit], test: List[CustomSplit], expli
     for split in train + test:
         if split.kind != "semantic":
             raise CustomDatasetError(f"SED segments semantically, but {split.path()} has {split.kind} ground "
-                                     "truth: give a split with labels/ (see README, 'Your own dataset')")
+                                     "truth: give a split with labels/ (docs/custom_datasets.md)")
     keys = {}
     if train:
         keys["MODEL.SEM_SEG_HEAD.TRAIN_CLASS_JSON"] = train[0].classes_file
