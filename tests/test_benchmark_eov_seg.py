@@ -7,7 +7,7 @@ import sys
 import torch
 from detectron2.modeling import build_model
 
-from conftest import ROOT
+from helpers import ROOT
 from sed.modeling.eov_seg.text_classifier import TextClassifier, names_index
 from sed.predictor import load_config
 from sed.resources import vocabulary_path

@@ -12,7 +12,7 @@ from detectron2.modeling import build_model
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from conftest import ROOT, kill_when, make_cfg
+from helpers import ROOT, kill_when, make_cfg
 
 # benchmark -> (image dir, label dir, label extension, classes, ignore value, evaluated classes)
 LAYOUT = {

@@ -8,11 +8,10 @@ import torch
 from detectron2.engine import SimpleTrainer
 from detectron2.utils.events import EventStorage
 
-from conftest import ROOT, kill_after_first_checkpoint, tiny_model
+from helpers import FAST, ROOT, SED_FIXTURE, build_sed_fixture, kill_after_first_checkpoint, tiny_model
 from sed.modeling.sed import class_aggregation, loss
 from sed.modeling.sed.chunks import map_chunks
 from sed.train_loop import AccumulatingTrainer
-from test_scripts import FAST
 
 
 @pytest.fixture(scope="module")
@@ -93,10 +92,8 @@ def test_same_losses_and_gradients_on_the_fixture_checkpoint():
     rounds the 3-class up-sampling differently from the chunks'; the logits' gradients then
     differ by about 1e-7 relative, and the class-attention q/k gradients by up to 1e-4 of
     their largest entry, where float32 itself is 2e-3 off float64 on this checkpoint.)"""
-    from test_official_fixture import FIXTURE, build
-
-    model = build("[2,2]", "MODEL.SEM_SEG_HEAD.CLASS_CHUNK_SIZE", "2").train()
-    cases = torch.load(FIXTURE / "cases.pt", weights_only=True)["train"]
+    model = build_sed_fixture("[2,2]", "MODEL.SEM_SEG_HEAD.CLASS_CHUNK_SIZE", "2").train()
+    cases = torch.load(SED_FIXTURE / "cases.pt", weights_only=True)["train"]
     inputs = [{"image": i, "sem_seg": t} for i, t in zip(cases["images"], cases["targets"])]
     reference = losses_and_gradients(model, inputs, False)
     checkpointed = losses_and_gradients(model, inputs, True)

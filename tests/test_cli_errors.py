@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, TINY_TEXT, load_repository_tool
+from helpers import ROOT, TINY_TEXT, load_repository_tool
 from sed.tools import benchmark, check_dataset, cli, demo, export
 
 SED_TINY = str(ROOT / "configs" / "synthetic_tiny.yaml")

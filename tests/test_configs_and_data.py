@@ -7,7 +7,7 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
-from conftest import ROOT, SHARED, make_cfg, tiny_model
+from helpers import ROOT, SHARED, make_cfg, tiny_model
 from sed.data import synthetic
 from sed.data.datasets import DATASETS
 from sed.resources import vocabulary_path

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import eov_cfg
+from helpers import eov_cfg
 from sed import cpu_memory
 from sed.cpu_memory import configure_cpu_memory
 

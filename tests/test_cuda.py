@@ -19,9 +19,9 @@ import pytest
 import torch
 from detectron2.utils.events import EventStorage
 
-import test_eov_seg_fixture as eov_fixture
-import test_official_fixture as sed_fixture
-from conftest import ROOT, TINY_TEXT as TINY, tiny_model
+from helpers import (EOV_FIXTURE, ROOT, SED_FIXTURE, TINY_TEXT as TINY, assert_panoptic_equal, build_eov_fixture,
+                     build_sed_fixture, eov_training_inputs, image_input, require_eov_fixture, require_sed_fixture,
+                     run_sed, tiny_model)
 from sed.train_loop import AccumulatingTrainer
 
 DEVICE = os.environ.get("SED_TEST_DEVICE", "cuda")
@@ -68,32 +68,32 @@ def on_cpu(out: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def sed_cases():
-    sed_fixture.require_fixture()
-    return torch.load(sed_fixture.FIXTURE / "cases.pt", weights_only=True)
+    require_sed_fixture()
+    return torch.load(SED_FIXTURE / "cases.pt", weights_only=True)
 
 
 @pytest.fixture(scope="module")
 def eov_cases():
-    eov_fixture.require_fixture()
-    return torch.load(eov_fixture.FIXTURE / "cases.pt", weights_only=True)
+    require_eov_fixture()
+    return torch.load(EOV_FIXTURE / "cases.pt", weights_only=True)
 
 
 @torch.no_grad()
 @pytest.mark.parametrize("settings", SETTINGS)
 def test_sed_fixture_parity(sed_cases, settings):
-    model = sed_fixture.build("[1,1]", *ON_DEVICE).eval()
+    model = build_sed_fixture("[1,1]", *ON_DEVICE).eval()
     with precision(settings):
         for case in sed_cases["eval"]:
-            assert_scores_match(sed_fixture.run(model, case["image"]), case["sem_seg"], settings)
+            assert_scores_match(run_sed(model, case["image"]), case["sem_seg"], settings)
 
 
 @torch.no_grad()
 @pytest.mark.parametrize("topk", [1, 2])
 def test_sed_early_rejection_fast_path(sed_cases, topk):
-    model = sed_fixture.build("[1,1]", *ON_DEVICE, "TEST.FAST_INFERENCE", "True", "TEST.TOPK", str(topk)).eval()
+    model = build_sed_fixture("[1,1]", *ON_DEVICE, "TEST.FAST_INFERENCE", "True", "TEST.TOPK", str(topk)).eval()
     with precision("tf32_off"):
         for case, expected in zip(sed_cases["eval"], sed_cases["fast"][topk]):
-            out = sed_fixture.run(model, case["image"]).cpu()
+            out = run_sed(model, case["image"]).cpu()
             assert_scores_match(out, expected, "tf32_off")
             assert torch.equal(out.flatten(1).abs().sum(1) == 0, expected.flatten(1).abs().sum(1) == 0)
 
@@ -101,13 +101,13 @@ def test_sed_early_rejection_fast_path(sed_cases, topk):
 @torch.no_grad()
 @pytest.mark.parametrize("settings", SETTINGS)
 def test_eov_seg_fixture_parity(eov_cases, settings):
-    model = eov_fixture.build("panoptic", *ON_DEVICE)
+    model = build_eov_fixture("panoptic", *ON_DEVICE)
     with precision(settings):
         for case in eov_cases["eval"]:
-            out = on_cpu(model([eov_fixture.single(case["image"])])[0])
+            out = on_cpu(model([image_input(case["image"])])[0])
             assert_scores_match(out["sem_seg"], case["panoptic"]["sem_seg"], settings)
             if settings == "tf32_off":
-                eov_fixture.assert_panoptic_equal(out, case["panoptic"])
+                assert_panoptic_equal(out, case["panoptic"])
 
 
 @torch.no_grad()
@@ -125,25 +125,25 @@ def test_sed_batched_equals_per_image(fast):
 
 @torch.no_grad()
 def test_eov_seg_batched_equals_per_image(eov_cases):
-    model = eov_fixture.build("panoptic", *ON_DEVICE)
+    model = build_eov_fixture("panoptic", *ON_DEVICE)
     with precision("tf32_off"):
-        batched = model([eov_fixture.single(case["image"]) for case in eov_cases["eval"]])
+        batched = model([image_input(case["image"]) for case in eov_cases["eval"]])
         for out, case in zip(batched, eov_cases["eval"]):
-            alone = on_cpu(model([eov_fixture.single(case["image"])])[0])
+            alone = on_cpu(model([image_input(case["image"])])[0])
             out = on_cpu(out)
             assert torch.allclose(out["sem_seg"], alone["sem_seg"], atol=1e-4)
             assert out["panoptic_seg"][1] == alone["panoptic_seg"][1]
 
 
 def sed_training(cases):
-    model = sed_fixture.build("[2,2]", *ON_DEVICE).train()
+    model = build_sed_fixture("[2,2]", *ON_DEVICE).train()
     train = cases["train"]
     return model, [{"image": i, "sem_seg": t} for i, t in zip(train["images"], train["targets"])], train["losses"]
 
 
 def eov_seg_training(cases):
     # Mask points are sampled with the device's generator: the losses differ from the CPU reference's.
-    return eov_fixture.build("panoptic", *ON_DEVICE).train(), eov_fixture.training_inputs(cases["train"]), None
+    return build_eov_fixture("panoptic", *ON_DEVICE).train(), eov_training_inputs(cases["train"]), None
 
 
 TRAINING = {"SED": (sed_training, "sed_cases"), "EOV_SEG": (eov_seg_training, "eov_cases")}

@@ -17,7 +17,7 @@ from detectron2.modeling import build_model
 from panopticapi.utils import rgb2id
 from PIL import Image
 
-from conftest import ROOT, eov_cfg, make_cfg
+from helpers import ROOT, eov_cfg, make_cfg
 from sed import engine
 from sed.data import custom
 from sed.data.custom import CustomDatasetError, check_dataset, checked_split, resolve_custom_datasets

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, TINY_TEXT as TINY
+from helpers import ROOT, TINY_TEXT as TINY
 from sed.resources import vocabulary_path
 
 

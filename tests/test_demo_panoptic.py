@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT
+from helpers import ROOT
 from detectron2.structures import Instances
 
 from sed import Panoptic, PanopticSegment, SEDPredictor, parse_vocabulary_spec, resolve_vocabulary

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 from sed.resources import resolve_data_file
 
 PAGES = ["README.md", "GETTING_STARTED.md", "MODEL_ZOO.md", "INSTALL.md", "CHANGELOG.md",

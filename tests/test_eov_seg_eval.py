@@ -12,12 +12,11 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from conftest import ROOT, kill_when
+from helpers import ROOT, kill_when, straightforward_pq
 from sed.data.synthetic import make_panoptic_sample
 from sed.family import get_family
 from sed.resources import vocabulary_path
 from sed.vocabulary import load_vocabulary
-from test_panoptic_evaluation import straightforward_pq
 
 CONFIG = "configs/eov_seg/synthetic_tiny.yaml"
 # The generated classes (red circle, blue triangle, yellow star, sky, grass) as ADE-150 ids:

@@ -1,92 +1,36 @@
 """The released-format EOV-Seg checkpoint of ../shared reproduces the reference implementation
 (tolerances of shared/fixtures/eov_seg_tiny/README.md)."""
-import json
 import logging
 
 import pytest
 import torch
 import torch.nn.functional as F
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
-from detectron2.structures import ImageList, Instances
+from detectron2.structures import ImageList
 
-from conftest import ROOT, SHARED
-from sed import add_project_config
-
-FIXTURE = SHARED / "fixtures" / "eov_seg_tiny"
-CONFIG = ROOT / "configs" / "eov_seg" / "eov_seg_convnext_l.yaml"
-MODES = {
-    "semantic": {"SEMANTIC_ON": True, "PANOPTIC_ON": False, "INSTANCE_ON": False},
-    "panoptic": {"SEMANTIC_ON": True, "PANOPTIC_ON": True, "INSTANCE_ON": True},
-}
-
-
-def require_fixture():
-    if not (FIXTURE / "model_final.pth").is_file():
-        pytest.skip(f"../shared is absent ({FIXTURE} not found): EOV-Seg fixture unavailable")
-
-
-def fixture_cfg(mode="panoptic", *opts):
-    """The checker's recipe: the config file, the fixture's settings (files relative to the
-    fixture), then the weights, the device and the output switches."""
-    require_fixture()
-    cfg = get_cfg()
-    add_project_config(cfg)
-    cfg.merge_from_file(str(CONFIG))
-    settings = json.loads((FIXTURE / "settings.json").read_text())["opts"]
-    for i in range(1, len(settings), 2):
-        if settings[i].endswith(".json"):
-            settings[i] = str(FIXTURE / settings[i])
-    cfg.merge_from_list(settings)
-    switches = [[f"MODEL.EOV_SEG.TEST.{k}", str(v)] for k, v in MODES[mode].items()]
-    cfg.merge_from_list(["MODEL.WEIGHTS", str(FIXTURE / "model_final.pth"), "MODEL.DEVICE", "cpu",
-                         "MODEL.EOV_SEG.TEXT_CACHE_DIR", "", *sum(switches, []), *opts])
-    return cfg
-
-
-def build(mode="panoptic", *opts):
-    cfg = fixture_cfg(mode, *opts)
-    model = build_model(cfg)
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    return model.eval()
+from helpers import (EOV_FIXTURE, EOV_FIXTURE_MODES, assert_panoptic_equal, build_eov_fixture, eov_fixture_cfg,
+                     eov_training_inputs, image_input, require_eov_fixture)
 
 
 @pytest.fixture(scope="module")
 def cases():
-    require_fixture()
-    return torch.load(FIXTURE / "cases.pt", weights_only=True)
+    require_eov_fixture()
+    return torch.load(EOV_FIXTURE / "cases.pt", weights_only=True)
 
 
 @pytest.fixture(scope="module")
 def models():
-    require_fixture()
-    return {mode: build(mode) for mode in MODES}
-
-
-def single(image):
-    return {"image": image.float(), "height": image.shape[1], "width": image.shape[2]}
-
-
-def assert_panoptic_equal(out, expected):
-    ids, info = out["panoptic_seg"]
-    expected_ids, expected_info = expected["panoptic_seg"]
-    assert info == expected_info
-    assert ids.dtype == torch.int32 and ids.shape == expected_ids.shape
-    assert (ids != expected_ids).float().mean() <= 0.001
-    inst, ref = out["instances"], expected["instances"]
-    assert len(inst) == len(ref["scores"])
-    assert torch.equal(inst.pred_classes, ref["pred_classes"])
-    assert torch.allclose(inst.scores, ref["scores"], atol=1e-4)
-    assert (inst.pred_masks.bool() != ref["pred_masks"]).float().mean() <= 0.001
+    require_eov_fixture()
+    return {mode: build_eov_fixture(mode) for mode in EOV_FIXTURE_MODES}
 
 
 def test_checkpoint_loads_every_released_key(caplog):
     with caplog.at_level(logging.INFO):
-        model = build()
+        model = build_eov_fixture()
     for complaint in ("not found in the checkpoint", "not used by the model", "incompatible shapes"):
         assert complaint not in caplog.text
-    released = torch.load(FIXTURE / "model_final.pth", weights_only=True)["model"]
+    released = torch.load(EOV_FIXTURE / "model_final.pth", weights_only=True)["model"]
     held = model.state_dict()
     # Every released key is loaded, except the ViT CLIP parts the computation never uses.
     dropped = sorted(set(released) - set(held))
@@ -100,14 +44,14 @@ def test_checkpoint_loads_every_released_key(caplog):
 
 
 def test_wrong_checkpoint_names_its_keys(tmp_path):
-    require_fixture()
-    state = torch.load(FIXTURE / "model_final.pth", weights_only=True)
+    require_eov_fixture()
+    state = torch.load(EOV_FIXTURE / "model_final.pth", weights_only=True)
     del state["model"]["lite_aggr.loc_conv.bias"]
     state["model"]["light_weight_decoder.mask_heads.0.extra.weight"] = torch.zeros(3)
     state["model"]["void_embedding.weight"] = torch.zeros(1, 7)
     path = tmp_path / "bad.pth"
     torch.save(state, path)
-    model = build_model(fixture_cfg())
+    model = build_model(eov_fixture_cfg())
     with pytest.raises(RuntimeError) as error:
         DetectionCheckpointer(model).load(str(path))
     for key in ("lite_aggr.loc_conv.bias", "light_weight_decoder.mask_heads.0.extra.weight", "void_embedding.weight"):
@@ -125,7 +69,7 @@ def test_debug_tensors(cases, models):
     assert [len(n) for n in model.names_per_class(model.train_vocabulary)] == list(debug["num_names_train"])
     assert torch.equal(model.seen_classes().long(), debug["category_overlapping_mask"])
 
-    image = ImageList.from_tensors(model.normalize([single(cases["eval"][0]["image"])]), 32).tensor
+    image = ImageList.from_tensors(model.normalize([image_input(cases["eval"][0]["image"])]), 32).tensor
     features = model.cnn_backbone(image)
     for name, expected in debug["cnn_features"].items():
         assert torch.allclose(features[name], expected, atol=1e-4), name
@@ -147,10 +91,10 @@ def test_debug_tensors(cases, models):
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("mode", list(EOV_FIXTURE_MODES))
 def test_outputs_per_image(cases, models, mode):
     for case in cases["eval"]:
-        out = models[mode]([single(case["image"])])[0]
+        out = models[mode]([image_input(case["image"])])[0]
         expected = case[mode]
         assert torch.allclose(out["sem_seg"], expected["sem_seg"], atol=1e-4)
         if mode == "panoptic":
@@ -160,39 +104,30 @@ def test_outputs_per_image(cases, models, mode):
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("mode", list(EOV_FIXTURE_MODES))
 def test_batched_equals_alone(cases, models, mode):
     """Both images in one call (different canvases) give their single-image outputs."""
-    outs = models[mode]([single(case["image"]) for case in cases["eval"]])
+    outs = models[mode]([image_input(case["image"]) for case in cases["eval"]])
     for out, case in zip(outs, cases["eval"]):
         assert torch.allclose(out["sem_seg"], case[mode]["sem_seg"], atol=1e-4)
         if mode == "panoptic":
             assert_panoptic_equal(out, case[mode])
 
 
-def training_inputs(train):
-    inputs = []
-    for image, classes, masks in zip(train["images"], train["gt_classes"], train["gt_masks"]):
-        instances = Instances(tuple(image.shape[-2:]), gt_classes=classes, gt_masks=masks)
-        inputs.append({"image": image.float(), "instances": instances,
-                       "height": image.shape[1], "width": image.shape[2]})
-    return inputs
-
-
 def test_training_losses_match_the_seeded_reference(cases):
-    model = build().train()
+    model = build_eov_fixture().train()
     train = cases["train"]
     torch.manual_seed(train["seed"])
-    losses = model(training_inputs(train))
+    losses = model(eov_training_inputs(train))
     assert set(losses) == set(train["losses"])
     for name, expected in train["losses"].items():
         assert losses[name].item() == pytest.approx(expected, rel=1e-4), name
 
 
 def test_gradients_reach_only_trainable_parameters(cases):
-    model = build().train()
+    model = build_eov_fixture().train()
     torch.manual_seed(0)
-    sum(model(training_inputs(cases["train"])).values()).backward()
+    sum(model(eov_training_inputs(cases["train"])).values()).backward()
     for name, param in model.named_parameters():
         frozen = name.startswith(("cnn_backbone.", "vit_backbone."))
         assert param.requires_grad == (not frozen), name

@@ -12,7 +12,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Instances
 from open_clip.transformer import QuickGELU
 
-from conftest import eov_cfg, eov_tiny_model
+from helpers import ROOT, eov_cfg, eov_tiny_model
 from sed.modeling.eov_seg import inference, vocabulary_selection
 from sed.modeling.eov_seg.inference import crop_and_resize, geometric_ensemble, instance_inference, panoptic_inference
 from sed.modeling.eov_seg.lite_aggregator import sampled_deform_conv
@@ -345,8 +345,6 @@ VIT_FULL, VIT_KEPT = 149_620_737, 7_831_296
 def test_release_configs_build_with_the_released_sizes(name):
     """Built offline: with MODEL.WEIGHTS set, no CLIP weights are fetched (the OpenAI tags
     still decide QuickGELU)."""
-    from conftest import ROOT
-
     cfg = eov_cfg("MODEL.WEIGHTS", "released_checkpoint.pth", config_file=ROOT / "configs" / "eov_seg" / f"{name}.yaml")
     model = build_model(cfg)
     counts = {}

@@ -3,14 +3,13 @@ optimizer's groups, config checks, a killed run resumed, and the panoptic evalua
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog
 from torch import nn
 
-from conftest import ROOT, eov_cfg, kill_after_first_checkpoint
+from helpers import ROOT, eov_cfg, eov_tiny_model, kill_after_first_checkpoint, train_net
 from sed.data.mapper import PanopticLSJMapper
 from sed.resources import vocabulary_path
 from sed.solver import build_optimizer
@@ -43,8 +42,6 @@ def test_optimizer_groups_follow_the_recipe():
     """AdamW; no weight decay on norm layers and embeddings; 0.05 elsewhere, including the
     channel LayerNorm of the ViT up-sampling (not a torch norm layer, as in the recipe);
     frozen CLIP parameters are not optimised."""
-    from conftest import eov_tiny_model
-
     model = eov_tiny_model(vocabulary_path("eov_synthetic.json"), vocabulary_path("eov_synthetic.json"))
     cfg = eov_cfg(config_file=ROOT / CONFIG)
     optimizer = build_optimizer(cfg, model)
@@ -62,15 +59,10 @@ def test_optimizer_groups_follow_the_recipe():
                    for m in model.modules())
 
 
-def train_net(*opts, env):
-    cmd = [sys.executable, "train_net.py", "--config-file", CONFIG, *opts]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-
-
 def test_semantic_benchmark_needs_the_semantic_output(tmp_path, panoptic_root):
     env = dict(os.environ, DETECTRON2_DATASETS=str(panoptic_root), HOME=str(tmp_path))
     result = train_net("--eval-only", "OUTPUT_DIR", str(tmp_path), *FAST, "DATASETS.TEST", "('openvocab_ade20k_sem_seg_val',)",
-                       "MODEL.EOV_SEG.TEST.SEMANTIC_ON", "False", env=env)
+                       "MODEL.EOV_SEG.TEST.SEMANTIC_ON", "False", env=env, config=CONFIG, timeout=900)
     assert result.returncode != 0
     assert "set MODEL.EOV_SEG.TEST.SEMANTIC_ON True" in result.stderr
 
@@ -97,7 +89,7 @@ def test_training_is_deterministic_given_the_seed(tmp_path, panoptic_root):
     for run in ("a", "b"):
         out = tmp_path / run
         result = train_net("OUTPUT_DIR", str(out), *FAST, "SOLVER.MAX_ITER", "3", "DATASETS.TEST", "()",
-                           "SEED", "7", "DATALOADER.NUM_WORKERS", "1", env=env)
+                           "SEED", "7", "DATALOADER.NUM_WORKERS", "1", env=env, config=CONFIG, timeout=900)
         assert result.returncode == 0, result.stderr[-3000:]
         metrics = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
         losses.append([{k: v for k, v in m.items() if "loss" in k} for m in metrics])

@@ -13,9 +13,8 @@ import torch.nn.functional as F
 from detectron2.modeling import build_model
 from torch import nn
 
-import test_eov_seg_fixture
-import test_official_fixture
-from conftest import ROOT, tiny_model
+from helpers import (ROOT, SED_FIXTURE, build_eov_fixture, build_sed_fixture, eov_fixture_cfg, sed_fixture_cfg,
+                     tiny_model)
 from sed import SEDPredictor
 from sed.deploy import ExportedModel, image_to_chw, onnxruntime_session, read_metadata, text_embeddings
 from sed.modeling.eov_seg.deploy import panoptic_inference, preprocess, vocabulary_inputs
@@ -50,12 +49,12 @@ def hwc(image: torch.Tensor) -> np.ndarray:
 def sed_export(tmp_path_factory):
     """The SED fixture exported with dynamic shapes (plain and early rejection, TOPK 1) and
     its text tower."""
-    cfg = test_official_fixture.fixture_cfg("[1,1]")
-    model = test_official_fixture.build("[1,1]").eval()
+    cfg = sed_fixture_cfg("[1,1]")
+    model = build_sed_fixture("[1,1]").eval()
     out = tmp_path_factory.mktemp("sed_onnx")
     checks = {"plain": export_image_side(model, cfg, out / "sed.onnx", height=96, width=128, dynamic=True),
               "text": export_text_tower(model, cfg, out / "text.onnx")}
-    fast = test_official_fixture.build("[1,1]", "TEST.FAST_INFERENCE", "True", "TEST.TOPK", "1").eval()
+    fast = build_sed_fixture("[1,1]", "TEST.FAST_INFERENCE", "True", "TEST.TOPK", "1").eval()
     checks["fast"] = export_image_side(fast, cfg, out / "fast.onnx", height=96, width=128, dynamic=True)
     return {"model": model, "fast": fast, "dir": out, "checks": checks}
 
@@ -65,7 +64,7 @@ def sed_export(tmp_path_factory):
 def test_sed_fixture_any_size_and_vocabulary_through_one_file(sed_export, path):
     model = sed_export["fast" if path == "fast.onnx" else "model"]
     session = onnxruntime_session(sed_export["dir"] / path)
-    vocabulary = load_vocabulary(str(test_official_fixture.FIXTURE / "test_classes.json"))
+    vocabulary = load_vocabulary(str(SED_FIXTURE / "test_classes.json"))
     for classes in vocabularies(vocabulary):
         model.test_class_names = list(classes.names)
         text = model.text_embeddings(model.test_class_names)
@@ -80,8 +79,8 @@ def test_sed_fixture_any_size_and_vocabulary_through_one_file(sed_export, path):
 
 def test_sed_fixture_reference_outputs(sed_export):
     """The fixture's reference probabilities (its 20 classes), plain and with early rejection."""
-    cases = torch.load(test_official_fixture.FIXTURE / "cases.pt", weights_only=True)
-    names = load_vocabulary(str(test_official_fixture.FIXTURE / "test_classes.json")).names
+    cases = torch.load(SED_FIXTURE / "cases.pt", weights_only=True)
+    names = load_vocabulary(str(SED_FIXTURE / "test_classes.json")).names
     text = sed_export["model"].text_embeddings(names).numpy()
     for path, expected in [("sed.onnx", [c["sem_seg"] for c in cases["eval"]]), ("fast.onnx", cases["fast"][1])]:
         session = onnxruntime_session(sed_export["dir"] / path)
@@ -108,8 +107,8 @@ def test_sed_text_tower_gives_the_class_embeddings(sed_export):
 
 @pytest.fixture(scope="module")
 def eov_export(tmp_path_factory):
-    cfg = test_eov_seg_fixture.fixture_cfg()
-    model = test_eov_seg_fixture.build()
+    cfg = eov_fixture_cfg()
+    model = build_eov_fixture()
     path = tmp_path_factory.mktemp("eov_onnx") / "eov_seg.onnx"
     check = export_image_side(model, cfg, path, height=128, width=96, dynamic=True)
     return {"model": model, "path": path, "check": check}

@@ -43,8 +43,7 @@ from torch.utils._pytree import tree_leaves
 
 import sed.modeling.eov_seg.criterion as eov_criterion
 import sed.modeling.sed.meta_arch as sed_meta_arch
-from conftest import FIXTURE as SED_FIXTURE
-from conftest import ROOT, eov_cfg, make_cfg
+from helpers import EOV_FIXTURE, ROOT, SED_FIXTURE, build_eov_fixture, build_sed_fixture, eov_cfg, make_cfg
 from sed.modeling.sed.cost_map import CostMap
 from sed.modeling.sed.loss import ChunkedBCE
 
@@ -281,7 +280,6 @@ DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 # those built from configs (there without ../shared).
 QUICK_HALF = ("SED-B", "EOV-Seg-S")
 
-EOV_FIXTURE = ROOT.parent / "shared" / "fixtures" / "eov_seg_tiny"
 RANDOM_SED = ("MODEL.ENC.CLIP_PRETRAINED_WEIGHTS", "", "MODEL.SEM_SEG_HEAD.TEXT_CACHE_DIR", "")
 RANDOM_EOV = ("MODEL.OV_HEAD.CLIP_PRETRAINED_WEIGHTS", "", "MODEL.OV_HEAD.CLIP_VIT_PRETRAINED_WEIGHTS", "",
               "MODEL.EOV_SEG.TEXT_CACHE_DIR", "")
@@ -294,13 +292,11 @@ def prototype(name: str) -> torch.nn.Module:
     if name == "sed-fixture":
         if not (SED_FIXTURE / "model_final.pth").is_file():
             pytest.skip(f"../shared is absent ({SED_FIXTURE} not found): released-format SED fixture unavailable")
-        from test_official_fixture import build
-        return build("[1,1]")
+        return build_sed_fixture("[1,1]")
     if name == "eov-fixture":
         if not (EOV_FIXTURE / "model_final.pth").is_file():
             pytest.skip(f"../shared is absent ({EOV_FIXTURE} not found): released-format EOV-Seg fixture unavailable")
-        from test_eov_seg_fixture import build
-        return build("panoptic")
+        return build_eov_fixture("panoptic")
     if name == "SED-B":
         return meta_model(make_cfg(*RANDOM_SED, config_file=ROOT / "configs" / "convnextB_768.yaml"))
     config = {"EOV-Seg-S": "eov_seg_R50.yaml", "EOV-Seg-L": "eov_seg_convnext_l.yaml"}[name]

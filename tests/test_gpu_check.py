@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 import pytest
 import torch
 
-from conftest import ROOT
+from helpers import ROOT
 
 RUNS = 26  # 16 SED inference, 4 EOV-Seg, 2 A-847 memory, 4 training
 

@@ -10,7 +10,7 @@ import torch
 from detectron2.engine import default_argument_parser
 from PIL import Image
 
-from conftest import ROOT, TINY_TEXT
+from helpers import ROOT, TINY_TEXT
 from sed import engine
 from sed.checkpoint import CheckpointError
 from sed.config import ConfigError, build_config

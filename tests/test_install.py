@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, SHARED, load_repository_tool
+from helpers import NO_NETWORK, ROOT, SHARED, load_repository_tool
 
 bundle = load_repository_tool("bundle")
 PROVIDED_BY_TARGET, installed_closure, marker_environment = (bundle.PROVIDED_BY_TARGET, bundle.installed_closure,
@@ -32,8 +32,6 @@ def test_stack_imports_and_nms_runs():
 
 
 HERE = "%d.%d" % sys.version_info[:2]
-NO_NETWORK = {"PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1", "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
-              "PIP_FIND_LINKS": ""}
 
 
 def bash(*args, **env):

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from conftest import ROOT, make_cfg, tiny_model
+from helpers import ROOT, make_cfg, tiny_model
 from sed.modeling.sed import class_aggregation
 from sed.modeling.sed.class_aggregation import LinearAttention
 from sed.modeling.sed.decoder_stage import DecoderStage

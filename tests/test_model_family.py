@@ -16,7 +16,7 @@ from detectron2.engine import default_argument_parser
 from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
-from conftest import ROOT
+from helpers import ROOT
 from sed.clip.builder import create_clip_model, resolve_model_name
 from sed.clip.text import PROMPT_TEMPLATES, ClassEmbeddingCache
 from sed.data.custom_example import write_examples

@@ -3,59 +3,33 @@ import logging
 
 import pytest
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.modeling import build_model
 
-from conftest import FIXTURE, make_cfg, require_fixture
-
-
-def fixture_cfg(pooling, *opts):
-    require_fixture()
-    return make_cfg(
-        "MODEL.ENC.CLIP_MODEL_NAME", str(FIXTURE / "sedtest_tiny.json"),
-        "MODEL.ENC.CLIP_PRETRAINED_WEIGHTS", "laion_aesthetic_s13b_b82k",  # never used: WEIGHTS set
-        "MODEL.SEM_SEG_HEAD.TRAIN_CLASS_JSON", str(FIXTURE / "train_classes.json"),
-        "MODEL.SEM_SEG_HEAD.TEST_CLASS_JSON", str(FIXTURE / "test_classes.json"),
-        "MODEL.SEM_SEG_HEAD.POOLING_SIZES", pooling,
-        "MODEL.WEIGHTS", str(FIXTURE / "model_final.pth"),
-        *opts,
-    )
-
-
-def build(pooling, *opts):
-    cfg = fixture_cfg(pooling, *opts)
-    model = build_model(cfg)
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    return model
+from helpers import SED_FIXTURE, build_sed_fixture, require_sed_fixture, run_sed
 
 
 @pytest.fixture(scope="module")
 def cases():
-    require_fixture()
-    return torch.load(FIXTURE / "cases.pt", weights_only=True)
+    require_sed_fixture()
+    return torch.load(SED_FIXTURE / "cases.pt", weights_only=True)
 
 
 def test_checkpoint_loads_without_missing_or_unexpected_keys(caplog):
-    require_fixture()
+    require_sed_fixture()
     with caplog.at_level(logging.INFO):
-        model = build("[1,1]")
+        model = build_sed_fixture("[1,1]")
     log = caplog.text
     assert "Loading from" in log
     for complaint in ("not found in the checkpoint", "not used by the model", "incompatible shapes"):
         assert complaint not in log
-    released = torch.load(FIXTURE / "model_final.pth", weights_only=True)["model"]
+    released = torch.load(SED_FIXTURE / "model_final.pth", weights_only=True)["model"]
     assert len(released) == len(model.state_dict())
     key = "sem_seg_head.predictor.transformer.decoder2.cnext.dwconv.weight"
     assert torch.equal(model.decoder.stages[1].spatial.dwconv.weight, released[key])
 
 
-def run(model, image):
-    return model([{"image": image.float(), "height": image.shape[1], "width": image.shape[2]}])[0]["sem_seg"]
-
-
 @torch.no_grad()
 def test_eval_outputs_and_debug_tensors(cases):
-    model = build("[1,1]").eval()
+    model = build_sed_fixture("[1,1]").eval()
     debug = cases["debug"]
     assert torch.allclose(model.text_embeddings(model.test_class_names), debug["text_features_test"], atol=1e-4)
     assert torch.allclose(model.text_embeddings(model.train_class_names), debug["text_features_train"], atol=1e-4)
@@ -72,16 +46,16 @@ def test_eval_outputs_and_debug_tensors(cases):
     for out, expected in zip(outputs, debug["decoder_outputs"]):
         assert torch.allclose(out, expected, atol=1e-4)
     for case in cases["eval"]:
-        assert torch.allclose(run(model, case["image"]), case["sem_seg"], atol=1e-4)
+        assert torch.allclose(run_sed(model, case["image"]), case["sem_seg"], atol=1e-4)
 
 
 @torch.no_grad()
 @pytest.mark.parametrize("topk", [1, 2])
 def test_fast_inference(cases, topk):
-    model = build("[1,1]").eval()
+    model = build_sed_fixture("[1,1]").eval()
     model.fast_inference, model.topk = True, topk
     for case, expected in zip(cases["eval"], cases["fast"][topk]):
-        out = run(model, case["image"])
+        out = run_sed(model, case["image"])
         assert torch.allclose(out, expected, atol=1e-4)
         rejected = expected.flatten(1).abs().sum(1) == 0
         assert torch.equal(out.flatten(1).abs().sum(1) == 0, rejected)
@@ -95,10 +69,10 @@ def test_bfloat16_inference_keeps_the_float32_labels(cases):
     """TEST.PRECISION bfloat16 is opt-in: probabilities move by up to 0.01, so a label flips
     only where float32 ranks two classes within 0.01 of each other. (The fixture's random
     weights make such near-ties common: 81% of its labels stay, as docs/benchmarks.md says.)"""
-    model = build("[1,1]", "TEST.PRECISION", "bfloat16").eval()
+    model = build_sed_fixture("[1,1]", "TEST.PRECISION", "bfloat16").eval()
     agreement = []
     for case in cases["eval"]:
-        out, expected = run(model, case["image"]), case["sem_seg"]
+        out, expected = run_sed(model, case["image"]), case["sem_seg"]
         assert out.dtype == torch.float32
         assert 1e-4 < (out - expected).abs().max() < 0.01  # bfloat16 really ran, and stayed close
         flipped = out.argmax(0) != expected.argmax(0)
@@ -109,7 +83,7 @@ def test_bfloat16_inference_keeps_the_float32_labels(cases):
 
 
 def test_training_losses(cases):
-    model = build("[2,2]").train()
+    model = build_sed_fixture("[2,2]").train()
     train = cases["train"]
     losses = model([{"image": i, "sem_seg": t} for i, t in zip(train["images"], train["targets"])])
     assert set(losses) == set(train["losses"])

@@ -14,15 +14,14 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from conftest import ROOT, TINY_TEXT
+from helpers import NO_NETWORK, ROOT, TINY_TEXT
 from sed.clip.builder import resolve_model_name
 from sed.resources import (package_root, packaged_references, packaged_vocabularies, reference_path,
                            resolve_data_file, vocabulary_path)
 from sed.vocabulary import load_vocabulary
-from test_install import NO_NETWORK
 
 # Pinned in requirements.txt but not needed at run time: the build backend, tools and tests.
-NOT_RUNTIME = {"setuptools", "psutil", "pytest"}
+NOT_RUNTIME = {"setuptools", "psutil", "pytest", "pytest-timeout"}
 # The data files setup.py's package_data must put in the wheel, as globs below sed/.
 PACKAGE_DATA = ("vocabularies/**/*.json", "reference/*", "model_configs/*.json")
 CONSOLE_SCRIPTS = {"sed-demo": "sed.tools.demo:main", "sed-web-demo": "sed.tools.web_demo:main",

@@ -2,7 +2,6 @@
 an independent PQ computation on random data, and with two processes against one."""
 import json
 import math
-from collections import defaultdict
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -15,6 +14,7 @@ from detectron2.structures import Boxes, Instances
 from panopticapi.evaluation import pq_compute
 from PIL import Image
 
+from helpers import pq_summary, straightforward_pq
 from sed.data.panoptic_evaluation import InstanceSegEvaluator, PanopticEvaluator
 from sed.launch import launch
 
@@ -78,10 +78,6 @@ def check(result, expected):
             assert result[key] == pytest.approx(100 * value), key
 
 
-def summary(pq, sq, rq, suffix=""):
-    return {"PQ" + suffix: pq, "SQ" + suffix: sq, "RQ" + suffix: rq}
-
-
 def test_perfect_prediction(tmp_path):
     gt = np.zeros((H, W), np.int64)
     gt[:5], gt[5:, :8], gt[5:, 8:12], gt[5:, 15:] = 70000, 3, 900, 5  # sky, person, car, grass; VOID
@@ -98,7 +94,7 @@ def test_perfect_prediction(tmp_path):
     result = evaluator.evaluate()["panoptic_seg"]
     assert isinstance(output["panoptic_seg"][1][0]["isthing"], np.bool_)  # model output untouched
     for suffix in ("", "_th", "_st"):
-        check(result, summary(1, 1, 1, suffix))
+        check(result, pq_summary(1, 1, 1, suffix))
     check(result, {f"{k}-{c['name']}": 1 for k in ("PQ", "SQ", "RQ") for c in CATEGORIES})
 
 
@@ -111,7 +107,7 @@ def test_crowd(tmp_path):
                       [pred], [[(1, SKY), (2, PERSON), (3, PERSON), (4, CAR)]])
     # The person on the person crowd is ignored, the car on it is a false positive; the crowd is
     # no false negative. person 1/1/1, car FP only 0/0/0, sky 1/1/1, grass absent.
-    check(result, summary(2 / 3, 2 / 3, 2 / 3) | summary(0.5, 0.5, 0.5, "_th") | summary(1, 1, 1, "_st"))
+    check(result, pq_summary(2 / 3, 2 / 3, 2 / 3) | pq_summary(0.5, 0.5, 0.5, "_th") | pq_summary(1, 1, 1, "_st"))
     check(result, {"PQ-person": 1, "PQ-car": 0, "RQ-car": 0, "PQ-sky": 1, "PQ-grass": math.nan})
 
 
@@ -126,7 +122,7 @@ def test_void(tmp_path):
                       [pred], [[(1, GRASS), (2, PERSON), (3, CAR)]])
     # grass: area 120, 95 on grass, 25 on VOID: IoU 95 / (120 + 100 - 95 - 25) = 0.95.
     # person: IoU 30 / 50 (predicted VOID inside the person stays in the union).
-    check(result, summary(0.775, 0.775, 1) | summary(0.6, 0.6, 1, "_th") | summary(0.95, 0.95, 1, "_st"))
+    check(result, pq_summary(0.775, 0.775, 1) | pq_summary(0.6, 0.6, 1, "_th") | pq_summary(0.95, 0.95, 1, "_st"))
     check(result, {"PQ-car": math.nan, "SQ-person": 0.6})
 
 
@@ -139,8 +135,8 @@ def test_stuff_split_into_segments(tmp_path):
                       [pred], [[(1, SKY), (2, SKY), (3, GRASS)]])
     # sky: TP (IoU 0.6) + FP: PQ 0.6 / 1.5, SQ 0.6, RQ 1 / 1.5. No thing category occurs.
     check(result, {"PQ-sky": 0.4, "SQ-sky": 0.6, "RQ-sky": 2 / 3, "PQ-grass": 1})
-    check(result, summary(0.7, 0.8, 5 / 6) | summary(0.7, 0.8, 5 / 6, "_st"))
-    check(result, summary(math.nan, math.nan, math.nan, "_th"))
+    check(result, pq_summary(0.7, 0.8, 5 / 6) | pq_summary(0.7, 0.8, 5 / 6, "_st"))
+    check(result, pq_summary(math.nan, math.nan, math.nan, "_th"))
 
 
 def test_unmatched_and_iou_threshold(tmp_path):
@@ -155,8 +151,8 @@ def test_unmatched_and_iou_threshold(tmp_path):
                       [pred], [[(1, PERSON), (2, PERSON), (3, SKY), (4, GRASS)]])
     # person: TP 1 (IoU 0.52), FP 1, FN 1 -> PQ 0.26, SQ 0.52, RQ 0.5; car FN, sky FP: 0.
     check(result, {"PQ-person": 0.26, "SQ-person": 0.52, "RQ-person": 0.5, "PQ-car": 0, "PQ-sky": 0})
-    check(result, summary(0.315, 0.38, 0.375) | summary(0.13, 0.26, 0.25, "_th")
-          | summary(0.5, 0.5, 0.5, "_st"))
+    check(result, pq_summary(0.315, 0.38, 0.375) | pq_summary(0.13, 0.26, 0.25, "_th")
+          | pq_summary(0.5, 0.5, 0.5, "_st"))
 
 
 def test_every_image_needs_a_prediction(tmp_path):
@@ -228,44 +224,9 @@ def random_case(seed, n_images=6, h=24, w=32):
     return gt_maps, gt_segments, pred_maps, pred_segments
 
 
-def straightforward_pq(gt_maps, gt_segments, pred_maps, pred_segments, categories=CATEGORIES):
-    """PQ by the COCO rules from the pixel masks, in fractions, keyed like the evaluator.
-    Segments: GT (id, dataset category, iscrowd), predicted (id, dataset category)."""
-    counts = defaultdict(lambda: np.zeros(4))  # IoU sum, TP, FP, FN per category
-    for gt, gt_segs, pred, pred_segs in zip(gt_maps, gt_segments, pred_maps, pred_segments):
-        void = gt == 0
-        matched = set()
-        for g, category, crowd in gt_segs:
-            hit = None
-            for p, pred_category in pred_segs:
-                union = ((gt == g) | (pred == p)).sum() - ((pred == p) & void).sum()
-                iou = ((gt == g) & (pred == p)).sum() / union
-                if not crowd and pred_category == category and iou > 0.5:
-                    hit = p
-                    counts[category] += [iou, 1, 0, 0]
-                    matched.add(p)
-            if hit is None and not crowd:
-                counts[category][3] += 1
-        for p, category in pred_segs:
-            crowd = np.isin(gt, [g for g, c, k in gt_segs if k and c == category])
-            if p not in matched and ((pred == p) & (void | crowd)).sum() / (pred == p).sum() <= 0.5:
-                counts[category][2] += 1
-    result = {}
-    for suffix, group in (("", (1, 0)), ("_th", (1,)), ("_st", (0,))):
-        values = []
-        for c in categories:
-            iou, tp, fp, fn = counts[c["id"]]
-            if c["isthing"] in group and tp + fp + fn:
-                weight = tp + fp / 2 + fn / 2
-                values.append((iou / weight, iou / tp if tp else 0, tp / weight))
-                result.update({f"{k}-{c['name']}": v for k, v in zip(("PQ", "SQ", "RQ"), values[-1])})
-        result.update(summary(*np.mean(values, axis=0), suffix))
-    return result
-
-
 def test_random_case_matches_straightforward_computation(tmp_path):
     case = random_case(seed=2)  # 8 crowd regions; 10 predictions mostly on VOID or crowd
-    expected = straightforward_pq(*case)
+    expected = straightforward_pq(*case, categories=CATEGORIES)
     assert 0 < expected["PQ_th"] < 1 and 0 < expected["PQ_st"] < 1
     result = evaluate(tmp_path, "pq_random", *case, output_dir=str(tmp_path / "out"))
     check(result, expected)

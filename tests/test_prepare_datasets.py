@@ -1,38 +1,22 @@
 """The prepare scripts on miniature raw downloads in each dataset's original format."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from helpers import load_image, prepare, save_image
 from sed.resources import reference_path
-
-
-def prepare(script, root, *extra):
-    return subprocess.run([sys.executable, f"datasets/{script}", "--root", str(root), "--workers", "2", *extra],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
-
-
-def save(array, path, mode=None):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array, mode).save(path) if mode is None else Image.fromarray(array).convert(mode).save(path)
-
-
-def load(path):
-    return np.array(Image.open(path))
 
 
 def test_coco_stuff(tmp_path):
     base = tmp_path / "coco-stuff"
     for split in ("train2017", "val2017"):
-        save(np.zeros((4, 4, 3), np.uint8), base / "images" / split / "000000000001.jpg")
-        save(np.array([[0, 181, 255, 11]], np.uint8), base / "annotations" / split / "000000000001.png")
+        save_image(np.zeros((4, 4, 3), np.uint8), base / "images" / split / "000000000001.jpg")
+        save_image(np.array([[0, 181, 255, 11]], np.uint8), base / "annotations" / split / "000000000001.png")
     result = prepare("prepare_coco_stuff.py", tmp_path)
     assert result.returncode == 0, result.stderr
-    out = load(base / "annotations_detectron2" / "val2017" / "000000000001.png")
+    out = load_image(base / "annotations_detectron2" / "val2017" / "000000000001.png")
     assert out.dtype == np.uint8 and out.tolist() == [[0, 170, 255, 255]]  # 11 is a gap in COCO's ids
     again = prepare("prepare_coco_stuff.py", tmp_path)
     assert "1 of 1 already converted" in again.stdout
@@ -40,10 +24,10 @@ def test_coco_stuff(tmp_path):
 
 def test_ade20k_150(tmp_path):
     base = tmp_path / "ADEChallengeData2016"
-    save(np.zeros((4, 4, 3), np.uint8), base / "images" / "validation" / "ADE_val_00000001.jpg")
-    save(np.array([[0, 1, 150]], np.uint8), base / "annotations" / "validation" / "ADE_val_00000001.png")
+    save_image(np.zeros((4, 4, 3), np.uint8), base / "images" / "validation" / "ADE_val_00000001.jpg")
+    save_image(np.array([[0, 1, 150]], np.uint8), base / "annotations" / "validation" / "ADE_val_00000001.png")
     assert prepare("prepare_ade20k_150.py", tmp_path).returncode == 0
-    out = load(base / "annotations_detectron2" / "validation" / "ADE_val_00000001.png")
+    out = load_image(base / "annotations_detectron2" / "validation" / "ADE_val_00000001.png")
     assert out.tolist() == [[255, 0, 149]]
 
 
@@ -52,8 +36,8 @@ def test_ade20k_847(tmp_path):
     seg = np.zeros((600, 700, 3), np.uint8)
     seg[:, :350] = (115, 162, 0)  # object id 11 * 256 + 162 = 2978 ("wall", train id 0)
     seg[:, 350:] = (5, 7, 0)      # object id 7: not among the 847 classes
-    save(np.full((600, 700, 3), 90, np.uint8), folder / "ADE_frame_1.jpg")
-    save(seg, folder / "ADE_frame_1_seg.png")
+    save_image(np.full((600, 700, 3), 90, np.uint8), folder / "ADE_frame_1.jpg")
+    save_image(seg, folder / "ADE_frame_1_seg.png")
     result = prepare("prepare_ade20k_847.py", tmp_path)
     assert result.returncode == 0, result.stderr
     base = tmp_path / "ADE20K_2021_17_01"
@@ -68,7 +52,7 @@ def test_pascal_context_59(tmp_path):
     from pycocotools import mask as mask_utils
 
     base = tmp_path / "VOCdevkit" / "VOC2010"
-    save(np.zeros((4, 4, 3), np.uint8), base / "JPEGImages" / "2008_000002.jpg")
+    save_image(np.zeros((4, 4, 3), np.uint8), base / "JPEGImages" / "2008_000002.jpg")
     masks = [np.zeros((4, 4), np.uint8) for _ in range(2)]
     masks[0][:, :2] = 1
     masks[1][:2, :] = 1
@@ -89,14 +73,14 @@ def test_pascal_context_59(tmp_path):
     # Category 2 is the first kept id (train id 0); 1 is not kept and paints over it; 0 -> 255.
     expected = np.full((4, 4), 255)
     expected[2:, :2] = 0
-    assert load(out_dir / "2008_000002.png").tolist() == expected.tolist()
+    assert load_image(out_dir / "2008_000002.png").tolist() == expected.tolist()
 
 
 def test_pascal_context_459(tmp_path):
     from scipy.io import savemat
 
     base = tmp_path / "VOCdevkit" / "VOC2010"
-    save(np.zeros((4, 4, 3), np.uint8), base / "JPEGImages" / "2008_000002.jpg")
+    save_image(np.zeros((4, 4, 3), np.uint8), base / "JPEGImages" / "2008_000002.jpg")
     ids = reference_path("pascalcontext_val.txt").read_text().split()
     assert len(ids) > 5000
     (base / "trainval").mkdir(parents=True)
@@ -112,14 +96,14 @@ def test_pascal_context_459(tmp_path):
 
 def test_voc_both_variants(tmp_path):
     base = tmp_path / "VOCdevkit" / "VOC2012"
-    save(np.zeros((4, 4, 3), np.uint8), base / "JPEGImages" / "2007_000033.jpg")
-    save(np.array([[0, 5], [255, 20]], np.uint8), base / "SegmentationClassAug" / "2007_000033.png")
-    save(np.array([[0, 0], [255, 0]], np.uint8), base / "SegmentationClassAug" / "2007_000042.png")
+    save_image(np.zeros((4, 4, 3), np.uint8), base / "JPEGImages" / "2007_000033.jpg")
+    save_image(np.array([[0, 5], [255, 20]], np.uint8), base / "SegmentationClassAug" / "2007_000033.png")
+    save_image(np.array([[0, 0], [255, 0]], np.uint8), base / "SegmentationClassAug" / "2007_000042.png")
     (base / "ImageSets" / "Segmentation").mkdir(parents=True)
     (base / "ImageSets" / "Segmentation" / "val.txt").write_text("2007_000033\n2007_000042\n")
     assert prepare("prepare_voc.py", tmp_path).returncode == 0
-    assert load(base / "annotations_detectron2" / "val" / "2007_000033.png").tolist() == [[255, 4], [255, 19]]
-    assert load(base / "annotations_detectron2_bg" / "val" / "2007_000033.png").tolist() == [[20, 4], [255, 19]]
+    assert load_image(base / "annotations_detectron2" / "val" / "2007_000033.png").tolist() == [[255, 4], [255, 19]]
+    assert load_image(base / "annotations_detectron2_bg" / "val" / "2007_000033.png").tolist() == [[20, 4], [255, 19]]
     assert not (base / "annotations_detectron2" / "val" / "2007_000042.png").exists()
 
 

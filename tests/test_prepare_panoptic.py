@@ -11,8 +11,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from conftest import ROOT
-from test_prepare_datasets import load, prepare, save
+from helpers import ROOT, load_image, prepare, save_image
 
 # ADE-150 thing classes (0-based), as datasets-panoptic.md section 2 lists them.
 ADE_THINGS = [7, 8, 10, 12, 14, 15, 18, 19, 20, 22, 23, 24, 27, 30, 31, 32, 33, 35, 36, 37, 38, 39, 41, 42, 43,
@@ -41,8 +40,8 @@ def succeeded(result):
 
 def write_coco_split(base, split, segments_info, ids):
     name = f"panoptic_{split}2017"
-    save(id2rgb(ids), base / name / "000000000139.png")
-    save(np.zeros(ids.shape + (3,), np.uint8), base / f"{split}2017" / "000000000139.jpg")
+    save_image(id2rgb(ids), base / name / "000000000139.png")
+    save_image(np.zeros(ids.shape + (3,), np.uint8), base / f"{split}2017" / "000000000139.jpg")
     annotation = {"image_id": 139, "file_name": "000000000139.png", "segments_info": segments_info}
     (base / "annotations").mkdir(parents=True, exist_ok=True)
     (base / "annotations" / f"{name}.json").write_text(json.dumps({"annotations": [annotation]}))
@@ -63,7 +62,7 @@ def test_coco_semantic_from_panoptic(tmp_path, monkeypatch):
     coco_example(base)
     succeeded(prepare("prepare_coco_panoptic.py", tmp_path))
     for split in ("val", "train"):
-        label = load(base / f"panoptic_semseg_{split}2017" / "000000000139.png")
+        label = load_image(base / f"panoptic_semseg_{split}2017" / "000000000139.png")
         # Crowd segments are painted too; VOID and unlisted ids (777) are 255.
         assert label.dtype == np.uint8 and label.tolist() == [[0, 0, 132, 132, 255, 255], [0, 80, 80, 132, 255, 255]]
     assert "1 of 1 already converted" in succeeded(prepare("prepare_coco_panoptic.py", tmp_path)).stdout
@@ -96,9 +95,9 @@ def ade_script():
 
 
 def write_ade_image(base, stem, semantic, instance, folder="validation"):
-    save(np.zeros(semantic.shape + (3,), np.uint8), base / "images" / folder / f"{stem}.jpg")
-    save(semantic.astype(np.uint8), base / "annotations" / folder / f"{stem}.png")
-    save(instance.astype(np.uint8), base / "annotations_instance" / folder / f"{stem}.png")
+    save_image(np.zeros(semantic.shape + (3,), np.uint8), base / "images" / folder / f"{stem}.jpg")
+    save_image(semantic.astype(np.uint8), base / "annotations" / folder / f"{stem}.png")
+    save_image(instance.astype(np.uint8), base / "annotations_instance" / folder / f"{stem}.png")
 
 
 def ade_crafted():
@@ -137,7 +136,7 @@ def ade_raw(base, bad_last=False):
 
 
 def ade_outputs(base):
-    pngs = {p.name: load(p) for p in sorted((base / "ade20k_panoptic_val").glob("*.png"))}
+    pngs = {p.name: load_image(p) for p in sorted((base / "ade20k_panoptic_val").glob("*.png"))}
     return pngs, json.loads((base / "ade20k_panoptic_val.json").read_text()), \
         json.loads((base / "ade20k_instance_val.json").read_text())
 
@@ -206,12 +205,12 @@ def test_ade_panoptic_and_instance(tmp_path, monkeypatch):
     assert [(a["category_id"], a["area"], a["bbox"], a["iscrowd"]) for a in first] == [
         (12, 6, [4, 3, 2, 3], 0), (7, 4, [0, 1, 2, 2], 0), (12, 3, [6, 3, 1, 3], 0), (10, 4, [0, 4, 2, 2], 0)]
     for a in annotations:
-        instance_map = load(base / "annotations_instance" / "validation" / f"{a['image_id']}.png")
+        instance_map = load_image(base / "annotations_instance" / "validation" / f"{a['image_id']}.png")
         mask = mask_utils.decode(a["segmentation"]).astype(bool)
         number = np.unique(instance_map[..., 1][mask])
         assert len(number) == 1 and number[0] != 0 and (mask == (instance_map[..., 1] == number[0])).all()
         assert a["area"] == mask.sum()
-    assert len(annotations) == sum(len(np.unique(load(p)[..., 1])) - 1
+    assert len(annotations) == sum(len(np.unique(load_image(p)[..., 1])) - 1
                                    for p in (base / "annotations_instance" / "validation").glob("*.png"))
     assert len(COCO(str(base / "ade20k_instance_val.json")).getAnnIds(imgIds=["ADE_val_00000001"])) == 4
 
@@ -267,7 +266,7 @@ def write_cityscapes_image(gt_fine, split, city, instance_ids):
     folder = gt_fine / split / city
     folder.mkdir(parents=True, exist_ok=True)
     Image.fromarray(instance_ids.astype(np.uint16)).save(folder / f"{stem}_gtFine_instanceIds.png")
-    save(np.zeros(instance_ids.shape + (3,), np.uint8),
+    save_image(np.zeros(instance_ids.shape + (3,), np.uint8),
          gt_fine.parent / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png")
     names = {0: "unlabeled", 4: "static", 7: "road", 26: "car"}
     objects = []
@@ -297,14 +296,14 @@ def test_cityscapes(tmp_path, monkeypatch):
     gt_fine = tmp_path / "cityscapes" / "gtFine"
     ids = cityscapes_example(gt_fine)
     succeeded(prepare("prepare_cityscapes_panoptic.py", tmp_path))
-    train_ids = load(gt_fine / "val" / "lindau" / "lindau_000000_000019_gtFine_labelTrainIds.png")
+    train_ids = load_image(gt_fine / "val" / "lindau" / "lindau_000000_000019_gtFine_labelTrainIds.png")
     assert train_ids[7, 0] == 0 and train_ids[3, 1] == 13 and train_ids[0, 0] == 255 and train_ids[0, 9] == 255
     panoptic = json.loads((gt_fine / "cityscapes_panoptic_val.json").read_text())
     assert [image["id"] for image in panoptic["images"]] == ["frankfurt_000000_000019", "lindau_000000_000019"]
     assert len(panoptic["categories"]) == 19
     segments = {s["id"]: (s["category_id"], s["iscrowd"], s["area"]) for s in panoptic["annotations"][1]["segments_info"]}
     assert segments == {7: (7, 0, 34), 26: (26, 1, 6), 26000: (26, 0, 16), 26001: (26, 0, 12)}
-    png = load(gt_fine / "cityscapes_panoptic_val" / "lindau_000000_000019_gtFine_panoptic.png")
+    png = load_image(gt_fine / "cityscapes_panoptic_val" / "lindau_000000_000019_gtFine_panoptic.png")
     assert (rgb2id(png) == np.where(ids == 4, 0, ids)).all()
     assert (gt_fine / "cityscapes_panoptic_train.json").is_file() and not (gt_fine / ".cityscapes_panoptic_val.parts").exists()
     assert len(list(gt_fine.glob("*/*/*_gtFine_instanceIds.png"))) == 3  # the converter's links left the sources alone

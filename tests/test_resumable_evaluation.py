@@ -11,7 +11,7 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 
-from conftest import ROOT, kill_when
+from helpers import ROOT, kill_when
 from sed import add_project_config
 from sed.data.resumable_evaluation import (CorruptChunk, evaluation_config, fingerprint, load_chunks, read_chunk,
                                            write_chunk)

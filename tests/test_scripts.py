@@ -1,19 +1,10 @@
 """run.sh / eval.sh / train_net.py end to end on the embedded default dataset."""
 import json
 import re
-import subprocess
 
 import pytest
 
-from conftest import ROOT, kill_when
-
-FAST = ["SOLVER.MAX_ITER", "6", "TEST.EVAL_PERIOD", "6", "SOLVER.CHECKPOINT_PERIOD", "3",
-        "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.CROP.SIZE", "(96,96)", "INPUT.MIN_SIZE_TEST", "96",
-        "DATALOADER.NUM_WORKERS", "0"]
-
-
-def sh(*args, env=None):
-    return subprocess.run(["sh", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+from helpers import FAST, kill_when, sh
 
 
 @pytest.mark.parametrize("script", ["run.sh", "eval.sh"])

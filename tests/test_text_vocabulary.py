@@ -8,7 +8,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from conftest import ROOT, tiny_model
+from helpers import ROOT, tiny_model
 from sed.clip import text
 from sed.clip.builder import create_clip_model
 from sed.clip.text import (PROMPT_TEMPLATES, ClassEmbeddingCache, clip_prompt_encoder, encode_after_prefix,

@@ -9,10 +9,10 @@ import pytest
 import torch
 from detectron2.engine import SimpleTrainer, default_argument_parser
 
-from conftest import ROOT, kill_after_first_checkpoint, tiny_model
+from helpers import (FAST, ROOT, SED_FIXTURE, build_sed_fixture, kill_after_first_checkpoint, require_sed_fixture, sh,
+                     tiny_model, train_net)
 from sed.engine import Trainer, setup
 from sed.train_loop import AccumulatingTrainer, ResumableCheckpointer
-from test_scripts import FAST, sh
 
 
 def batches(n, size=64, seed=0):
@@ -53,21 +53,17 @@ def test_bfloat16_autocast_step_runs_on_cpu():
     assert all(torch.isfinite(g).all() for g in grads.values()) and losses
 
 
-def train_net(*opts, env, out):
-    cmd = [sys.executable, "train_net.py", "--config-file", "configs/synthetic_tiny.yaml", "OUTPUT_DIR", str(out),
-           *FAST, *opts]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-
-
 def test_unknown_config_key_is_named(tmp_path, env_with_datasets):
-    result = train_net("MODEL.SEM_SEG_HEAD.POOLING_SIZE", "[1,1]", env=env_with_datasets, out=tmp_path)
+    result = train_net("OUTPUT_DIR", str(tmp_path), *FAST, "MODEL.SEM_SEG_HEAD.POOLING_SIZE", "[1,1]",
+                       env=env_with_datasets)
     assert result.returncode != 0
     assert ("MODEL.SEM_SEG_HEAD.POOLING_SIZE is not a config key; did you mean MODEL.SEM_SEG_HEAD.POOLING_SIZES"
             in result.stderr)
 
 
 def test_vocabulary_of_the_wrong_length_fails_early(tmp_path, env_with_datasets):
-    result = train_net("MODEL.SEM_SEG_HEAD.TRAIN_CLASS_JSON", "datasets/voc20.json", env=env_with_datasets, out=tmp_path)
+    result = train_net("OUTPUT_DIR", str(tmp_path), *FAST, "MODEL.SEM_SEG_HEAD.TRAIN_CLASS_JSON", "datasets/voc20.json",
+                       env=env_with_datasets)
     assert result.returncode != 0
     assert "datasets/voc20.json has 20 classes but dataset 'sed_synthetic_train' has 5" in result.stderr
 
@@ -168,8 +164,8 @@ def test_quick_start_training_is_deterministic_given_the_seed(tmp_path, env_with
     losses = []
     for run in ("a", "b"):
         out = tmp_path / run
-        result = train_net("MODEL.ENC.CLIP_PRETRAINED_WEIGHTS", str(clip), "SOLVER.MAX_ITER", "3",
-                           "TEST.EVAL_PERIOD", "0", "SEED", "5", env=env_with_datasets, out=out)
+        result = train_net("OUTPUT_DIR", str(out), *FAST, "MODEL.ENC.CLIP_PRETRAINED_WEIGHTS", str(clip),
+                           "SOLVER.MAX_ITER", "3", "TEST.EVAL_PERIOD", "0", "SEED", "5", env=env_with_datasets)
         assert result.returncode == 0, result.stderr[-3000:]
         metrics = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
         losses.append([{k: v for k, v in m.items() if "loss" in k} for m in metrics])
@@ -177,11 +173,9 @@ def test_quick_start_training_is_deterministic_given_the_seed(tmp_path, env_with
 
 
 def test_one_training_step_on_the_fixture_batch(monkeypatch):
-    from test_official_fixture import FIXTURE, build, require_fixture
-
-    require_fixture()
-    cases = torch.load(FIXTURE / "cases.pt", weights_only=True)["train"]
-    model = build("[2,2]").train()
+    require_sed_fixture()
+    cases = torch.load(SED_FIXTURE / "cases.pt", weights_only=True)["train"]
+    model = build_sed_fixture("[2,2]").train()
     loader = iter([[{"image": i, "sem_seg": t} for i, t in zip(cases["images"], cases["targets"])]])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     trainer = AccumulatingTrainer(model, loader, optimizer, device_type="cpu")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-from conftest import ROOT, eov_cfg, load_repository_tool
+from helpers import ROOT, eov_cfg, load_repository_tool
 
 gradio_client = pytest.importorskip(
     "gradio_client", reason="the web extra is not installed (pip install -e .[web]; bash tools/install.sh does)")
