@@ -218,6 +218,7 @@ def test_twenty_queued_requests_some_malformed(sed_server, sed_reference, images
     assert sorted(sed_server.cache.iterdir()) == cached
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("model", ["sed", "eov"])
 def test_in_a_headless_browser(model, request, images, tmp_path):
     missing = browser_missing()
