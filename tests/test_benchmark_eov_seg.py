@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 from detectron2.modeling import build_model
 
@@ -16,6 +17,7 @@ EOV_TINY = str(ROOT / "configs" / "eov_seg" / "synthetic_tiny.yaml")
 NO_CACHE = ["MODEL.EOV_SEG.TEXT_CACHE_DIR", ""]
 
 
+@pytest.mark.slow
 def test_benchmark_measures_eov_seg(tmp_path):
     out = tmp_path / "eov.json"
     result = subprocess.run(
@@ -50,6 +52,7 @@ def test_benchmark_refuses_sed_only_flags_with_eov_seg():
     assert result.returncode != 0 and "early rejection" in result.stderr
 
 
+@pytest.mark.slow
 def test_benchmark_measures_eov_seg_training_steps(tmp_path):
     """The training loop's step at the config's LSJ crop, float16 with the gradient scaler."""
     out = tmp_path / "train.json"

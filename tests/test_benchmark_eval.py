@@ -14,6 +14,8 @@ from pycocotools import mask as mask_utils
 
 from helpers import ROOT, kill_when, make_cfg
 
+pytestmark = pytest.mark.slow
+
 # benchmark -> (image dir, label dir, label extension, classes, ignore value, evaluated classes)
 LAYOUT = {
     "A-847": ("ADE20K_2021_17_01/images_detectron2/validation", "ADE20K_2021_17_01/annotations_detectron2/validation", "tif", 847, 65535, 847),

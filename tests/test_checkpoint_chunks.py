@@ -86,6 +86,7 @@ def test_same_losses_and_gradients_on_random_weights(model, monkeypatch):
     assert_same(reference, checkpointed)
 
 
+@pytest.mark.slow
 def test_same_losses_and_gradients_on_the_fixture_checkpoint():
     """The released-format checkpoint, 3 classes: decoder chunks of 2 maps, the loss in one
     chunk, as by default at this size. (Split into 2 + 1 classes, PyTorch's CPU bilinear kernel
@@ -189,6 +190,7 @@ def test_recomputation_runs_under_the_autocast_of_the_forward_pass():
         assert torch.allclose(a, b, rtol=1e-2, atol=1e-2)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_with_the_saving_on(tmp_path, env_with_datasets):
     """run.sh with the saving and 2 micro-batches per iteration, killed after its first
     checkpoint, then the same command again: it resumes there and finishes."""

@@ -141,6 +141,7 @@ def test_demo_output_folder_that_cannot_be_written_stops_before_the_model(image,
             in capsys.readouterr().err)
 
 
+@pytest.mark.slow
 def test_export_creates_the_missing_folder_of_its_output(tmp_path, capsys):
     output = tmp_path / "new" / "folder" / "tiny.onnx"
     assert export.main(["--config-file", SED_TINY, "--output", str(output), "--no-check", "--opts", *TINY_TEXT]) == 0
@@ -182,6 +183,7 @@ def test_benchmark_creates_the_missing_folder_of_its_output(tmp_path, capsys):
     assert json.loads(output.read_text())["image_size"] == [64, 64]
 
 
+@pytest.mark.slow
 def test_expected_error_is_one_line_with_status_1_and_the_traceback_with_debug(image, tmp_path):
     """A tool's ValueError (here a config key that does not exist) as the user sees it."""
     command = [sys.executable, "tools/demo.py", *demo_args(image, tmp_path / "out")[:-2], "TEST.FAST_INFERENCEE", "1"]
@@ -212,6 +214,7 @@ def test_system_errors_name_the_file_and_bugs_keep_their_traceback(capsys):
         cli.run_cli(parser, bug, [])
 
 
+@pytest.mark.slow
 def test_web_demo_removes_its_temporary_folder_on_sigterm(weights, tmp_path):
     pytest.importorskip("gradio", reason="the web extra is not installed (pip install -e .[web])")
     server_tool = load_repository_tool("web_demo_browser")

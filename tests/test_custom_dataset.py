@@ -186,6 +186,7 @@ def test_a_remembered_check_is_redone_when_a_file_changes(examples, tmp_path, mo
         checked_split(str(folder), "val")
 
 
+@pytest.mark.slow
 def test_check_tool_prints_the_summary_and_every_problem(examples, tmp_path):
     folder = copy(examples, tmp_path)
     (folder / "classes.json").write_text('["background", "circle, disc", "polygon, angular shape", "hexagon"]')
@@ -329,6 +330,7 @@ def checkpoints(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_sed_fine_tunes_then_evaluates_on_a_custom_folder(examples, checkpoints, tmp_path):
     shapes, out = examples / "shapes", tmp_path / "out"
     result = run(["sh", "run.sh", SED_CONFIG, "0", str(out), "MODEL.WEIGHTS", str(checkpoints / "sed.pth"),
@@ -348,6 +350,7 @@ def test_sed_fine_tunes_then_evaluates_on_a_custom_folder(examples, checkpoints,
     assert "IoU-polygon, angular shape" in json.loads((evaluation / "results.json").read_text())["custom_shapes_val"]["sem_seg"]
 
 
+@pytest.mark.slow
 def test_eov_seg_fine_tunes_on_a_new_vocabulary_then_evaluates(examples, checkpoints, tmp_path):
     panoptic, out = examples / "shapes_panoptic", tmp_path / "out"
     result = run(["sh", "run.sh", EOV_CONFIG, "0", str(out), "MODEL.WEIGHTS", str(checkpoints / "eov.pth"),

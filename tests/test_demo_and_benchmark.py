@@ -45,6 +45,7 @@ def test_demo_writes_every_output(tmp_path, weights):
     assert not list(out.glob("broken*"))
 
 
+@pytest.mark.slow
 def test_demo_refuses_bad_input(tmp_path, weights):
     empty = tmp_path / "empty.json"
     empty.write_text("[]")
@@ -54,6 +55,7 @@ def test_demo_refuses_bad_input(tmp_path, weights):
     assert result.returncode == 2 and "no input files found" in result.stderr
 
 
+@pytest.mark.slow
 def test_predictor_swaps_vocabularies_without_rebuilding(weights):
     from sed import SEDPredictor
 
@@ -71,6 +73,7 @@ def test_predictor_swaps_vocabularies_without_rebuilding(weights):
     assert torch.allclose(swapped.probabilities.flip(0), first.probabilities, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_predictor_call_options_hold_for_one_call(weights, monkeypatch):
     from sed import SEDPredictor
 
@@ -93,6 +96,7 @@ def test_predictor_call_options_hold_for_one_call(weights, monkeypatch):
     assert plain.default_vocabulary.names == tuple(json.loads(vocabulary_path("synthetic.json").read_text()))
 
 
+@pytest.mark.slow
 def test_benchmark_writes_its_figures(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run(
@@ -111,6 +115,7 @@ def test_benchmark_writes_its_figures(tmp_path):
     assert 0 < figures["parameters_run"] < figures["parameters"]  # the text tower is not run
 
 
+@pytest.mark.slow
 def test_benchmark_early_rejection_curve(tmp_path):
     out, plot = tmp_path / "curve.json", tmp_path / "curve.png"
     result = subprocess.run(
@@ -128,6 +133,7 @@ def test_benchmark_early_rejection_curve(tmp_path):
     assert refused.returncode == 2 and "add --fast" in refused.stderr
 
 
+@pytest.mark.slow
 def test_benchmark_reduced_precision_reports_its_agreement(tmp_path):
     out = tmp_path / "bf16.json"
     result = subprocess.run(
@@ -155,6 +161,7 @@ def test_benchmark_text_only(tmp_path):
     assert figures["prompts_per_s"] > 0 and "ms_per_image" not in figures
 
 
+@pytest.mark.slow
 def test_benchmark_train_mode(tmp_path):
     out = tmp_path / "train.json"
     result = subprocess.run(
@@ -168,6 +175,7 @@ def test_benchmark_train_mode(tmp_path):
     assert figures["train_checkpoint_chunks"] is True  # the default
 
 
+@pytest.mark.slow
 def test_demo_segments_every_frame_of_a_video(tmp_path, weights):
     import cv2
 

@@ -171,6 +171,7 @@ def eov_predictor():
     return SEDPredictor.from_config_file(EOV_TINY, opts=NO_CACHE)
 
 
+@pytest.mark.slow
 def test_eov_predictor_gives_panoptic_instances_and_semantics(eov_predictor):
     image = np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8)
     result = eov_predictor(image, ["red circle:thing", "sky", "grass"])
@@ -195,6 +196,7 @@ def eov_demo(*args):
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_eov_demo_is_robust_to_names_and_formats(tmp_path):
     rng = np.random.default_rng(0)
     for folder in ("a", "b"):

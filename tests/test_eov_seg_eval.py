@@ -18,6 +18,8 @@ from sed.family import get_family
 from sed.resources import vocabulary_path
 from sed.vocabulary import load_vocabulary
 
+pytestmark = pytest.mark.slow
+
 CONFIG = "configs/eov_seg/synthetic_tiny.yaml"
 # The generated classes (red circle, blue triangle, yellow star, sky, grass) as ADE-150 ids:
 # person, car, bed (things), sky, grass (stuff).

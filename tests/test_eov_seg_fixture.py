@@ -58,6 +58,7 @@ def test_wrong_checkpoint_names_its_keys(tmp_path):
         assert key in str(error.value)
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_debug_tensors(cases, models):
     model, debug = models["panoptic"], cases["debug"]
@@ -124,6 +125,7 @@ def test_training_losses_match_the_seeded_reference(cases):
         assert losses[name].item() == pytest.approx(expected, rel=1e-4), name
 
 
+@pytest.mark.slow
 def test_gradients_reach_only_trainable_parameters(cases):
     model = build_eov_fixture().train()
     torch.manual_seed(0)

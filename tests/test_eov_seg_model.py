@@ -99,6 +99,7 @@ def test_valid_mask_rule_keeps_the_decoder_prediction():
     assert torch.allclose(mixed[0, 0, :-1].exp(), expected + 1e-8, atol=1e-6)
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_batch_gives_each_image_its_own_output(model):
     """Any batch size: two images that share a padded canvas and one that does not."""
@@ -301,6 +302,7 @@ def training_batch(num_images=2):
     return inputs
 
 
+@pytest.mark.slow
 def test_seeded_training_losses_are_reproducible_and_finite(vocabularies):
     model = eov_tiny_model(*vocabularies).train()
     batch = training_batch()

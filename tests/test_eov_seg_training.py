@@ -5,6 +5,7 @@ import os
 import subprocess
 
 import numpy as np
+import pytest
 import torch
 from detectron2.data import DatasetCatalog
 from torch import nn
@@ -67,6 +68,7 @@ def test_semantic_benchmark_needs_the_semantic_output(tmp_path, panoptic_root):
     assert "set MODEL.EOV_SEG.TEST.SEMANTIC_ON True" in result.stderr
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_end_and_reports_pq(tmp_path, panoptic_root):
     env = dict(os.environ, DETECTRON2_DATASETS=str(panoptic_root), HOME=str(tmp_path))
     out = tmp_path / "out"
@@ -83,6 +85,7 @@ def test_killed_run_resumes_to_the_end_and_reports_pq(tmp_path, panoptic_root):
     assert "sem_seg results on eov_synthetic_panoptic_val" in log
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_given_the_seed(tmp_path, panoptic_root):
     env = dict(os.environ, DETECTRON2_DATASETS=str(panoptic_root), HOME=str(tmp_path))
     losses = []

@@ -59,6 +59,7 @@ def sed_export(tmp_path_factory):
     return {"model": model, "fast": fast, "dir": out, "checks": checks}
 
 
+@pytest.mark.slow
 @torch.no_grad()
 @pytest.mark.parametrize("path", ["sed.onnx", "fast.onnx"])
 def test_sed_fixture_any_size_and_vocabulary_through_one_file(sed_export, path):
@@ -77,6 +78,7 @@ def test_sed_fixture_any_size_and_vocabulary_through_one_file(sed_export, path):
     assert max(sed_export["checks"]["plain" if path == "sed.onnx" else "fast"].values()) < 1e-4
 
 
+@pytest.mark.slow
 def test_sed_fixture_reference_outputs(sed_export):
     """The fixture's reference probabilities (its 20 classes), plain and with early rejection."""
     cases = torch.load(SED_FIXTURE / "cases.pt", weights_only=True)
@@ -92,6 +94,7 @@ def test_sed_fixture_reference_outputs(sed_export):
         assert rejected == ([2, 1] if path == "fast.onnx" else [0, 0])  # early rejection ran in the graph
 
 
+@pytest.mark.slow
 def test_sed_text_tower_gives_the_class_embeddings(sed_export):
     model = sed_export["model"]
     names = ["cat", "dog, puppy", "a rather long class name, with a synonym"]
@@ -126,6 +129,7 @@ def assert_same_panoptic(numpy_out: dict, torch_out: dict):
     assert np.array_equal(instances["pred_masks"], expected.pred_masks.numpy())
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_eov_seg_fixture_any_size_and_vocabulary_through_one_file(eov_export):
     model, session = eov_export["model"], onnxruntime_session(eov_export["path"])
@@ -224,6 +228,7 @@ def tiny_cli_export(tmp_path_factory):
     return {"dir": out, "weights": weights}
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_tiny_config_end_to_end_equals_the_predictor(tiny_cli_export):
     """From uint8 images (resized by the model's test resize, outputs at the original size) to
@@ -247,6 +252,7 @@ def test_tiny_config_end_to_end_equals_the_predictor(tiny_cli_export):
             assert np.array_equal(out["instances"]["pred_classes"], result.instances.pred_classes.numpy())
 
 
+@pytest.mark.slow
 def test_benchmark_times_onnxruntime_against_pytorch(tiny_cli_export, tmp_path):
     output = tmp_path / "bench.json"
     result = subprocess.run(

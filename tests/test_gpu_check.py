@@ -8,6 +8,8 @@ import torch
 
 from helpers import ROOT
 
+pytestmark = pytest.mark.slow
+
 RUNS = 26  # 16 SED inference, 4 EOV-Seg, 2 A-847 memory, 4 training
 
 

@@ -68,6 +68,7 @@ def torch_only_venv(tmp_path_factory):
     return python
 
 
+@pytest.mark.slow
 def test_bundle_has_what_the_project_needs_beyond_torch(bundle):
     manifest = json.loads((bundle / "manifest.json").read_text())
     names = {w["name"] for w in manifest["wheels"]}
@@ -83,6 +84,7 @@ def test_bundle_has_what_the_project_needs_beyond_torch(bundle):
     assert manifest["total_bytes"] == sum(p.stat().st_size for p in bundle.glob("*.whl")) < 64 * 2**20
 
 
+@pytest.mark.slow
 def test_from_bundle_without_network_gives_a_working_install(bundle, torch_only_venv, tmp_path):
     site = tmp_path / "site"
     result = bash("--from-bundle", str(bundle), "--target", str(site), PYTHON=str(torch_only_venv), **NO_NETWORK)

@@ -9,6 +9,7 @@ from helpers import load_image, prepare, save_image
 from sed.resources import reference_path
 
 
+@pytest.mark.slow
 def test_coco_stuff(tmp_path):
     base = tmp_path / "coco-stuff"
     for split in ("train2017", "val2017"):
@@ -76,6 +77,7 @@ def test_pascal_context_59(tmp_path):
     assert load_image(out_dir / "2008_000002.png").tolist() == expected.tolist()
 
 
+@pytest.mark.slow
 def test_pascal_context_459(tmp_path):
     from scipy.io import savemat
 

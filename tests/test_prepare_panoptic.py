@@ -10,6 +10,7 @@ from panopticapi.utils import id2rgb, rgb2id
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
+import pytest
 
 from helpers import ROOT, load_image, prepare, save_image
 
@@ -57,6 +58,7 @@ def coco_example(base):
         write_coco_split(base, split, segments_info, ids)
 
 
+@pytest.mark.slow
 def test_coco_semantic_from_panoptic(tmp_path, monkeypatch):
     base = tmp_path / "coco"
     coco_example(base)
@@ -71,6 +73,7 @@ def test_coco_semantic_from_panoptic(tmp_path, monkeypatch):
         [(0, True, 0), (132, False, 1), (80, False, 0)]
 
 
+@pytest.mark.slow
 def test_coco_missing_and_incomplete_inputs(tmp_path):
     base = tmp_path / "coco"
     result = prepare("prepare_coco_panoptic.py", tmp_path)
@@ -150,6 +153,7 @@ def test_ade_instance_class_mapping():
     assert len({tuple(c) for c in script.COLORS}) == 150
 
 
+@pytest.mark.slow
 def test_ade_panoptic_and_instance(tmp_path, monkeypatch):
     base = tmp_path / "ADEChallengeData2016"
     ade_raw(base)
@@ -222,6 +226,7 @@ def test_ade_panoptic_and_instance(tmp_path, monkeypatch):
             [(0, False), (2, False), (3, False), (12, True), (7, True), (12, True), (10, True)]
 
 
+@pytest.mark.slow
 def test_ade_deterministic_and_resumable(tmp_path):
     one, two, resumed = (tmp_path / name for name in ("one", "two", "resumed"))
     ade_raw(one / "ADEChallengeData2016")
@@ -243,6 +248,7 @@ def test_ade_deterministic_and_resumable(tmp_path):
         assert panoptic == reference[1] and instances == reference[2]
 
 
+@pytest.mark.slow
 def test_ade_missing_and_incomplete_inputs(tmp_path):
     base = tmp_path / "ADEChallengeData2016"
     result = prepare("prepare_ade20k_panoptic.py", tmp_path)
@@ -292,6 +298,7 @@ def cityscapes_example(gt_fine):
     return ids
 
 
+@pytest.mark.slow
 def test_cityscapes(tmp_path, monkeypatch):
     gt_fine = tmp_path / "cityscapes" / "gtFine"
     ids = cityscapes_example(gt_fine)

@@ -106,6 +106,7 @@ def chunk_indices(folder):
     return {name: read_chunk(str(folder / name))["indices"] for name in os.listdir(folder) if name.endswith(".chunk")}
 
 
+@pytest.mark.slow
 def test_two_processes_killed_then_resumed_over_a_damaged_chunk_equal_one_process(
         reference, weights, env_with_datasets, tmp_path):
     """The generated val split has 6 images: process 0 evaluates images 0-2, process 1 images 3-5.

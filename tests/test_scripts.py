@@ -20,6 +20,7 @@ def test_misuse_prints_usage_and_fails(script, args, message):
     assert message in result.stderr and "usage: sh " + script in result.stderr
 
 
+@pytest.mark.slow
 def test_train_then_resume_then_evaluate(tmp_path, env_with_datasets):
     out = tmp_path / "out"
     result = sh("run.sh", "configs/synthetic_tiny.yaml", "0", str(out), *FAST, env=env_with_datasets)
@@ -68,6 +69,7 @@ def test_missing_dataset_fails_clearly(tmp_path):
     assert "python datasets/prepare_synthetic.py" in result.stderr
 
 
+@pytest.mark.slow
 def test_eval_sh_reports_every_benchmark(tmp_path, env_with_datasets):
     out = tmp_path / "out"
     result = sh("eval.sh", "configs/synthetic_tiny.yaml", "0", str(out), env=env_with_datasets)

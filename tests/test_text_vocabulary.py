@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import open_clip
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -106,6 +107,7 @@ def pretrain(out, *args, env):
                            "--output", str(out), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_pretrain_tiny_clip_separates_and_aligns_the_classes(tmp_path, env_with_datasets):
     """tools/pretrain_tiny_clip.py: the tiny default's random text tower maps the shapes' names
     to nearly one direction and its random image tower puts few pixels nearest to their own
@@ -134,6 +136,7 @@ def test_pretrain_tiny_clip_separates_and_aligns_the_classes(tmp_path, env_with_
         assert not torch.equal(loaded[name], random_init[name]), name
 
 
+@pytest.mark.slow
 def test_pretrain_tiny_clip_checks_both_towers_and_writes_nothing_when_short(tmp_path, env_with_datasets):
     """A text tower not spread enough, or a class whose pixels are not nearest to its name by
     --max-image-steps, stops the tool with the option to raise; no file is written."""

@@ -97,6 +97,7 @@ def test_nan_loss_stops_with_iteration_and_keeps_last_good_checkpoint(tmp_path, 
     assert state["iteration"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_train_and_evaluate(tmp_path, env_with_datasets):
     out = tmp_path / "out"
     result = sh("run.sh", "configs/synthetic_tiny.yaml", "2", str(out), *FAST, env=env_with_datasets)
@@ -157,6 +158,7 @@ def test_quick_start_keeps_its_promise(tmp_path, quick_start_datasets, order):
     assert metrics["mIoU"] >= PROMISED_MIN_MIOU, metrics["mIoU"]
 
 
+@pytest.mark.slow
 def test_quick_start_training_is_deterministic_given_the_seed(tmp_path, env_with_datasets):
     """The quick start's path: pretrained tiny CLIP, then two runs with one seed log the same losses."""
     clip = pretrain_clip(tmp_path / "clip.pt", "--text-steps", "20", "--image-steps", "10", "--min-accuracy", "0",
@@ -206,6 +208,7 @@ def test_resumed_loader_continues_the_image_stream(synthetic_root, monkeypatch):
     assert len({f for batch in uninterrupted for f in batch}) > 4
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_end(tmp_path, env_with_datasets):
     out = tmp_path / "out"
     args = ["sh", "run.sh", "configs/synthetic_tiny.yaml", "0", str(out), *FAST, "SOLVER.MAX_ITER", "60",

@@ -126,6 +126,7 @@ def sed_reference(sed_server, images, tmp_path_factory):
     return cli_files(sed_server, images["shapes"], SED_CLASSES, tmp_path_factory.mktemp("sed_cli"))
 
 
+@pytest.mark.slow
 def test_sed_page_gives_the_command_line_demos_files(sed_server, sed_reference, images, tmp_path):
     outputs = sed_request(sed_server, images["shapes"], "\n".join(SED_CLASSES))
     assert web_files(outputs) == sed_reference
@@ -141,6 +142,7 @@ def test_sed_page_gives_the_command_line_demos_files(sed_server, sed_reference, 
                                         opts=["TEST.FAST_INFERENCE", "True", "TEST.TOPK", "2"])
 
 
+@pytest.mark.slow
 def test_eov_seg_page_gives_the_command_line_demos_files(eov_server, images, tmp_path):
     typed = "\n".join(EOV_CLASSES)
     panoptic = eov_request(eov_server, images["panoptic"], typed)
