@@ -5,6 +5,7 @@ a given moment, image files, and an independent panoptic-quality computation. Te
 from here; none imports another."""
 import importlib.util
 import json
+import math
 import os
 import signal
 import subprocess
@@ -323,3 +324,13 @@ def straightforward_pq(gt_maps, gt_segments, pred_maps, pred_segments, categorie
                 result.update({f"{k}-{c['name']}": v for k, v in zip(("PQ", "SQ", "RQ"), values[-1])})
         result.update(pq_summary(*np.mean(values, axis=0), suffix))
     return result
+
+
+def sed_quick_start_promise() -> dict:
+    """The SED quick start's promise: the floor of the lowest mIoU and the lowest class IoU of
+    its runs over floating-point orders (benchmarks/quick_start/cpu_sed_quick_start_runs.json,
+    docs/quick-start-runs.md), as the README and GETTING_STARTED.md print it."""
+    runs = json.loads((ROOT / "benchmarks" / "quick_start" / "cpu_sed_quick_start_runs.json").read_text())["runs"]
+    return {"mIoU": math.floor(min(r["metrics"]["mIoU"] for r in runs)),
+            "class": math.floor(min(v for r in runs for k, v in r["metrics"].items() if k.startswith("IoU-"))),
+            "runs": len(runs)}

@@ -1,7 +1,7 @@
 """The documentation against the repository: every relative link resolves (to a file, and to a
 heading of it where the link has an anchor), every repository path the pages name exists, every
 command in their code blocks names a script that exists and uses only flags its parser accepts,
-and the README stays short."""
+the README stays short, and the SED quick start's printed promise is the floor of its runs."""
 import json
 import os
 import re
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, sed_quick_start_promise
 from sed.resources import resolve_data_file
 
 PAGES = ["README.md", "GETTING_STARTED.md", "MODEL_ZOO.md", "INSTALL.md", "CHANGELOG.md",
@@ -237,3 +237,15 @@ def test_readme_is_short():
     lines = len((ROOT / "README.md").read_text(encoding="utf-8").splitlines())
     assert lines <= README_MAX_LINES, (f"README.md has {lines} lines (at most {README_MAX_LINES}): "
                                        "move detail to the other pages")
+
+
+@pytest.mark.parametrize("name, pattern", [
+    ("README.md", r"SED reaches an mIoU of at least\s+(\d+)\s+with every class at least\s+(\d+)"),
+    ("GETTING_STARTED.md", r"\*\*mIoU of at least (\d+), every class at least (\d+)\*\*: the minimum of\s+(\d+)\s+runs"),
+])
+def test_sed_quick_start_promise_is_the_floor_of_its_runs(name, pattern):
+    """The figures a page promises for bash tools/quickstart.sh, against the runs behind them."""
+    match = re.search(pattern, (ROOT / name).read_text())
+    assert match, f"{name} no longer states the SED quick start's promise as this test reads it"
+    promise = sed_quick_start_promise()
+    assert [int(g) for g in match.groups()] == [promise["mIoU"], promise["class"], promise["runs"]][:len(match.groups())]

@@ -9,8 +9,8 @@ import pytest
 import torch
 from detectron2.engine import SimpleTrainer, default_argument_parser
 
-from helpers import (FAST, ROOT, SED_FIXTURE, build_sed_fixture, kill_after_first_checkpoint, require_sed_fixture, sh,
-                     tiny_model, train_net)
+from helpers import (FAST, ROOT, SED_FIXTURE, build_sed_fixture, kill_after_first_checkpoint, require_sed_fixture,
+                     sed_quick_start_promise, sh, tiny_model, train_net)
 from sed.engine import Trainer, setup
 from sed.train_loop import AccumulatingTrainer, ResumableCheckpointer
 
@@ -125,10 +125,6 @@ def quick_start_datasets(tmp_path_factory):
     return root
 
 
-# The promise of GETTING_STARTED.md for the quick start as written: the floor of its runs over
-# ATen and oneDNN instruction sets, thread counts and seeds (docs/quick-start-runs.md).
-PROMISED_MIN_MIOU = 85.0
-PROMISED_MIN_CLASS_IOU = 75.0
 # Two floating-point orders on any x86-64 CPU with AVX, both in the promise's protocol
 # (docs/quick-start-runs.md): as installed (the CPU's best kernels), and ATen's scalar kernels
 # with oneDNN held to AVX (no FMA).
@@ -154,8 +150,9 @@ def test_quick_start_keeps_its_promise(tmp_path, quick_start_datasets, order):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "results.json").read_text())["sed_synthetic_val"]["sem_seg"]
     ious = {k[len("IoU-"):]: v for k, v in metrics.items() if k.startswith("IoU-")}
-    assert len(ious) == 5 and min(ious.values()) >= PROMISED_MIN_CLASS_IOU, ious
-    assert metrics["mIoU"] >= PROMISED_MIN_MIOU, metrics["mIoU"]
+    promise = sed_quick_start_promise()
+    assert len(ious) == 5 and min(ious.values()) >= promise["class"], ious
+    assert metrics["mIoU"] >= promise["mIoU"], metrics["mIoU"]
 
 
 @pytest.mark.slow
