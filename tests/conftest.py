@@ -10,11 +10,31 @@ from detectron2.utils.logger import setup_logger
 # Failed asserts in helpers.py (kill_when, assert_panoptic_equal) show their values, as in the test files.
 pytest.register_assert_rewrite("helpers")
 
-from helpers import ROOT, TINY_TEXT, make_cfg  # noqa: E402
+from helpers import ROOT, TINY_TEXT, available_cpus, make_cfg, share_cpus  # noqa: E402
 
 # Loggers that detectron2's setup_logger configures (handlers, no propagation) when a test runs
 # an entry point in-process: restored after each test, so caplog sees the next test's records.
 CONFIGURED_LOGGERS = ("detectron2", "d2", "fvcore", "sed")
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (tools/test.sh runs the tiers with a worker per CPU), each worker and
+    the commands it starts use an equal share of the CPUs."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers:
+        share_cpus(workers, available_cpus())
+
+
+def pytest_collection_modifyitems(config, items):
+    """Test files marked slow as a whole (their tests are whole training, evaluation and check
+    runs) first, in a stable sort: when the tiers run in parallel, a file per worker, the
+    longest files start first and the workers finish close together."""
+
+    def slow_file(item):
+        marks = getattr(item.module, "pytestmark", [])
+        return any(mark.name == "slow" for mark in (marks if isinstance(marks, list) else [marks]))
+
+    items.sort(key=lambda item: not slow_file(item))
 
 
 @pytest.fixture(autouse=True)

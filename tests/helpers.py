@@ -50,6 +50,21 @@ NO_NETWORK = {"PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1", "PIP_INDEX_URL
               "PIP_FIND_LINKS": ""}
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (as nproc counts them, without its OMP_NUM_THREADS rule)."""
+    return len(os.sched_getaffinity(0))
+
+
+def share_cpus(workers: int, cpus: int) -> int:
+    """Give this process and the commands it starts ``cpus // workers`` threads (at least one)
+    and return that: OpenMP threads beyond the cores spin against each other's processes and
+    slow training many times over."""
+    threads = max(1, cpus // workers)
+    os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    torch.set_num_threads(threads)
+    return threads
+
+
 def load_repository_tool(name: str):
     """The module of ``tools/NAME.py``, a repository tool outside the package (the install
     bundle, the browser driver), loaded from its file."""
@@ -231,6 +246,12 @@ def train_net(*opts, env, config="configs/synthetic_tiny.yaml", timeout=600):
     ``opts``: the flags (``--eval-only``) first, then the config's overrides."""
     cmd = [sys.executable, "train_net.py", "--config-file", config, *opts]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def pretrain_tiny_clip(out, *args, env):
+    """tools/pretrain_tiny_clip.py on configs/synthetic_tiny.yaml, as quickstart.sh runs it."""
+    return subprocess.run([sys.executable, "tools/pretrain_tiny_clip.py", "--config-file", "configs/synthetic_tiny.yaml",
+                           "--output", str(out), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
 def prepare(script, root, *extra):

@@ -21,7 +21,7 @@ from sed.resources import (package_root, packaged_references, packaged_vocabular
 from sed.vocabulary import load_vocabulary
 
 # Pinned in requirements.txt but not needed at run time: the build backend, tools and tests.
-NOT_RUNTIME = {"setuptools", "psutil", "pytest", "pytest-timeout"}
+NOT_RUNTIME = {"setuptools", "psutil", "pytest", "pytest-timeout", "pytest-xdist", "execnet"}
 # The data files setup.py's package_data must put in the wheel, as globs below sed/.
 PACKAGE_DATA = ("vocabularies/**/*.json", "reference/*", "model_configs/*.json")
 CONSOLE_SCRIPTS = {"sed-demo": "sed.tools.demo:main", "sed-web-demo": "sed.tools.web_demo:main",

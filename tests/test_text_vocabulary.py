@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import ROOT, tiny_model
+from helpers import ROOT, pretrain_tiny_clip, tiny_model
 from sed.clip import text
 from sed.clip.builder import create_clip_model
 from sed.clip.text import (PROMPT_TEMPLATES, ClassEmbeddingCache, clip_prompt_encoder, encode_after_prefix,
@@ -102,11 +102,6 @@ def test_embeddings_ignore_autocast():
     assert torch.equal(under_autocast, cache.compute(clip, ["cat", "sky"]))
 
 
-def pretrain(out, *args, env):
-    return subprocess.run([sys.executable, "tools/pretrain_tiny_clip.py", "--config-file", "configs/synthetic_tiny.yaml",
-                           "--output", str(out), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-
-
 @pytest.mark.slow
 def test_pretrain_tiny_clip_separates_and_aligns_the_classes(tmp_path, env_with_datasets):
     """tools/pretrain_tiny_clip.py: the tiny default's random text tower maps the shapes' names
@@ -117,7 +112,7 @@ def test_pretrain_tiny_clip_separates_and_aligns_the_classes(tmp_path, env_with_
     outputs = [tmp_path / "a.pt", tmp_path / "b.pt"]
     args = ("--text-steps", "60", "--image-steps", "60", "--min-accuracy", "0.6")
     for out in outputs:
-        result = pretrain(out, *args, env=env_with_datasets)
+        result = pretrain_tiny_clip(out, *args, env=env_with_datasets)
         assert result.returncode == 0, result.stderr[-2000:]
     before, after = map(float, re.search(r"two classes (-?[0-9.]+) -> (-?[0-9.]+)", result.stdout).groups())
     assert before > 0.8 and after < 0.5
@@ -141,9 +136,9 @@ def test_pretrain_tiny_clip_checks_both_towers_and_writes_nothing_when_short(tmp
     """A text tower not spread enough, or a class whose pixels are not nearest to its name by
     --max-image-steps, stops the tool with the option to raise; no file is written."""
     out = tmp_path / "clip.pt"
-    unspread = pretrain(out, "--text-steps", "0", env=env_with_datasets)
+    unspread = pretrain_tiny_clip(out, "--text-steps", "0", env=env_with_datasets)
     assert unspread.returncode == 1 and "raise --text-steps" in unspread.stderr, unspread.stderr[-2000:]
-    short = pretrain(out, "--text-steps", "30", "--image-steps", "2", "--max-image-steps", "4", "--min-accuracy", "0.99",
+    short = pretrain_tiny_clip(out, "--text-steps", "30", "--image-steps", "2", "--max-image-steps", "4", "--min-accuracy", "0.99",
                      env=env_with_datasets)
     assert short.returncode == 1 and "raise --max-image-steps" in short.stderr, short.stderr[-2000:]
     assert "after 4 steps" in short.stderr and "yellow star" in short.stderr

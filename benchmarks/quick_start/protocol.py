@@ -106,7 +106,7 @@ def main() -> int:
         settings = [dict(name=f"{a}_{o}_t{t}_s{s}", aten=a, onednn=o, threads=t, seed=s)
                     for s, t, a, o in itertools.product(args.seeds, args.threads, args.aten, args.onednn)]
         run_all(args.model, args.output_dir, settings, args.slots)
-    runs = collect(args.output_dir)
+    runs = collect(args.output_dir) if os.path.isdir(args.output_dir) else []
     if not runs:
         print(f"error: no finished run under {args.output_dir}", file=sys.stderr)
         return 1
