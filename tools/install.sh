@@ -79,7 +79,7 @@ case "${1:-}" in
     BUNDLE="$(cd "$2" && pwd)"
     PYTHON="${PYTHON:-python3}"
     check_target "$PYTHON" "$BUNDLE"
-    PIP=("$PYTHON" -m pip --disable-pip-version-check install -q --no-index --no-deps --no-compile)
+    PIP=("$PYTHON" -m pip --disable-pip-version-check install -q --no-index --no-deps)
     # setuptools is in the bundle to build the project's editable install, not to be installed.
     mapfile -t RUNTIME < <(ls "$BUNDLE"/*.whl | grep -v '/setuptools-')
     if [ $# -eq 4 ]; then
@@ -117,12 +117,8 @@ fi
 echo "[install] setting up $VENV (first run downloads about 5 GB: torch with its CUDA libraries)"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
-# --no-compile: Python compiles a module's bytecode when a command first imports it, instead
-# of pip compiling every module of torch and the rest at install, most of which no command
-# imports.
-INSTALL=(install -q --no-compile)
 
-"${PIP[@]}" "${INSTALL[@]}" -r "$ROOT/requirements.txt"
+"${PIP[@]}" install -q -r "$ROOT/requirements.txt"
 
 # requirements-nodeps.txt: installed without their dependency metadata (see its comments).
 # detectron2 is not on the package index under its own name. Keep one that is already
@@ -137,13 +133,13 @@ if ! "$VENV/bin/python" -c "import detectron2" 2>/dev/null; then
     src="$(ls "$WHEELS"/*.whl)"
     dst="${src%-cp310-none-any.whl}-py3-none-any.whl"
     mv "$src" "$dst"
-    "${PIP[@]}" "${INSTALL[@]}" --no-deps "$dst"
+    "${PIP[@]}" install -q --no-deps "$dst"
 fi
-"${PIP[@]}" "${INSTALL[@]}" --no-deps $(grep -v -e '^#' -e '^sal-detectron2==' "$ROOT/requirements-nodeps.txt")
+"${PIP[@]}" install -q --no-deps $(grep -v -e '^#' -e '^sal-detectron2==' "$ROOT/requirements-nodeps.txt")
 
 # The project (editable) with its optional extras (setup.py), so that the suite tests them;
 # the core pins as constraints: the extras never change them.
-"${PIP[@]}" "${INSTALL[@]}" --no-build-isolation -c "$ROOT/requirements.txt" -e "$ROOT[export,web,web-test]"
+"${PIP[@]}" install -q --no-build-isolation -c "$ROOT/requirements.txt" -e "$ROOT[export,web,web-test]"
 
 verify "$VENV/bin/python"
 echo "$WANT" > "$STAMP"
