@@ -347,11 +347,14 @@ def straightforward_pq(gt_maps, gt_segments, pred_maps, pred_segments, categorie
     return result
 
 
-def sed_quick_start_promise() -> dict:
-    """The SED quick start's promise: the floor of the lowest mIoU and the lowest class IoU of
-    its runs over floating-point orders (benchmarks/quick_start/cpu_sed_quick_start_runs.json,
-    docs/quick-start-runs.md), as the README and GETTING_STARTED.md print it."""
-    runs = json.loads((ROOT / "benchmarks" / "quick_start" / "cpu_sed_quick_start_runs.json").read_text())["runs"]
-    return {"mIoU": math.floor(min(r["metrics"]["mIoU"] for r in runs)),
-            "class": math.floor(min(v for r in runs for k, v in r["metrics"].items() if k.startswith("IoU-"))),
-            "runs": len(runs)}
+def quick_start_promise(model: str) -> dict:
+    """The promise of ``bash tools/quickstart.sh MODEL``: the floor of the lowest mIoU, class IoU
+    and (EOV-Seg) PQ of its runs over floating-point orders
+    (benchmarks/quick_start/cpu_MODEL_quick_start_runs.json, docs/quick-start-runs.md), as the
+    README and GETTING_STARTED.md print it, and the number of runs."""
+    path = ROOT / "benchmarks" / "quick_start" / f"cpu_{model}_quick_start_runs.json"
+    runs = json.loads(path.read_text())["runs"]
+    promise = {key: math.floor(min(r["metrics"][key] for r in runs)) for key in ("PQ", "mIoU") if key in runs[0]["metrics"]}
+    promise["class"] = math.floor(min(v for r in runs for k, v in r["metrics"].items() if k.startswith("IoU-")))
+    promise["runs"] = len(runs)
+    return promise

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from helpers import FAST, pretrain_tiny_clip, sed_quick_start_promise, sh, train_net
+from helpers import FAST, pretrain_tiny_clip, quick_start_promise, sh, train_net
 
 # Whole quick starts: run first among the test files when the tiers run in parallel (conftest.py).
 pytestmark = pytest.mark.slow
@@ -50,7 +50,7 @@ def test_quick_start_keeps_its_promise(tmp_path, quick_start_datasets, order):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "results.json").read_text())["sed_synthetic_val"]["sem_seg"]
     ious = {k[len("IoU-"):]: v for k, v in metrics.items() if k.startswith("IoU-")}
-    promise = sed_quick_start_promise()
+    promise = quick_start_promise("sed")
     assert len(ious) == 5 and min(ious.values()) >= promise["class"], ious
     assert metrics["mIoU"] >= promise["mIoU"], metrics["mIoU"]
 
