@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, sed_quick_start_promise
+from helpers import ROOT, quick_start_promise
 from sed.resources import resolve_data_file
 
 PAGES = ["README.md", "GETTING_STARTED.md", "MODEL_ZOO.md", "INSTALL.md", "CHANGELOG.md",
@@ -239,13 +239,22 @@ def test_readme_is_short():
                                        "move detail to the other pages")
 
 
-@pytest.mark.parametrize("name, pattern", [
-    ("README.md", r"SED reaches an mIoU of at least\s+(\d+)\s+with every class at least\s+(\d+)"),
-    ("GETTING_STARTED.md", r"\*\*mIoU of at least (\d+), every class at least (\d+)\*\*: the minimum of\s+(\d+)\s+runs"),
+@pytest.mark.parametrize("name, model, pattern, keys", [
+    pytest.param("README.md", "sed", r"SED reaches an mIoU of at least\s+(\d+)\s+with every class at least\s+(\d+)",
+                 ("mIoU", "class"), id="README-sed"),
+    pytest.param("GETTING_STARTED.md", "sed",
+                 r"\*\*mIoU of at least (\d+), every class at least (\d+)\*\*: the minimum of\s+(\d+)\s+runs",
+                 ("mIoU", "class", "runs"), id="GETTING_STARTED-sed"),
+    pytest.param("README.md", "eov_seg",
+                 r"EOV-Seg a PQ of at least\s+(\d+),\s+an mIoU of at least\s+(\d+)\s+and every class at least\s+(\d+)",
+                 ("PQ", "mIoU", "class"), id="README-eov_seg"),
+    pytest.param("GETTING_STARTED.md", "eov_seg",
+                 r"\*\*PQ of at least (\d+), an mIoU of at least (\d+), every class at least (\d+)\*\*: "
+                 r"the minimum of\s+(\d+)\s+runs", ("PQ", "mIoU", "class", "runs"), id="GETTING_STARTED-eov_seg"),
 ])
-def test_sed_quick_start_promise_is_the_floor_of_its_runs(name, pattern):
-    """The figures a page promises for bash tools/quickstart.sh, against the runs behind them."""
+def test_quick_start_promise_is_the_floor_of_its_runs(name, model, pattern, keys):
+    """The figures a page promises for bash tools/quickstart.sh MODEL, against the runs behind them."""
     match = re.search(pattern, (ROOT / name).read_text())
-    assert match, f"{name} no longer states the SED quick start's promise as this test reads it"
-    promise = sed_quick_start_promise()
-    assert [int(g) for g in match.groups()] == [promise["mIoU"], promise["class"], promise["runs"]][:len(match.groups())]
+    assert match, f"{name} no longer states the {model} quick start's promise as this test reads it"
+    promise = quick_start_promise(model)
+    assert [int(g) for g in match.groups()] == [promise[key] for key in keys]
