@@ -11,6 +11,7 @@ from typing import Dict, List, Tuple
 import torch
 import torch.nn.functional as F
 from detectron2.utils import comm
+from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 
@@ -64,10 +65,6 @@ class SetCriterion(nn.Module):
               targets: List[Dict[str, torch.Tensor]]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """Per image, (proposal indices, target indices) minimising
         class_weight * (-p(class)) + mask_weight * BCE + dice_weight * dice."""
-        # Imported here: every process that imports the models but does not train (evaluation,
-        # the demo, the export) skips loading scipy.optimize.
-        from scipy.optimize import linear_sum_assignment
-
         indices = []
         for logits, masks, target in zip(class_logits, mask_logits, targets):
             coords = torch.rand(1, self.num_points, 2, device=masks.device)
