@@ -12,7 +12,7 @@ bash tools/install.sh
 TIER=(-m "not slow and not browser")
 # nproc's CPUs, less its rule that OMP_NUM_THREADS sets the count
 CPUS="$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)"
-PARALLEL=(-n "$CPUS" --dist loadfile)
+PARALLEL=(-n "$CPUS" --dist loadfile --no-loadscope-reorder)
 if [ "${1:-}" = --all ]; then
     TIER=()
     shift
