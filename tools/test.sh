@@ -3,8 +3,9 @@
 #   bash tools/test.sh [--all] [PYTEST ARGS ...]
 # Without --all, -m or test paths: the default tier, every test but the `slow` and `browser`
 # ones (tests/README.md). --all runs them all, as CI does. A tier runs on a pytest-xdist worker
-# per CPU, each test file on one worker (its module fixtures are built once); test paths, or
-# -n / -p given here, run as asked.
+# per CPU, each test file on one worker (its module fixtures are built once), the files in the
+# order tests/conftest.py collects them (the longest first) rather than xdist's order by test
+# count; test paths, or -n / -p given here, run as asked.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
