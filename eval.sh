@@ -2,22 +2,33 @@
 # Evaluate a model on its published benchmarks and print one table of the results: SED on
 # A-847, PC-459, A-150, PC-59, PAS-20, PAS-20b; EOV-Seg on ADE20K-150 panoptic (PQ, SQ, RQ,
 # AP, mIoU) and A-847, PC-459, A-150, PC-59, PAS-20 (mIoU). The config picks the model.
-#   sh eval.sh [--force] configs/convnextB_768.yaml 4 output/ MODEL.WEIGHTS path/to/weights.pth [KEY VALUE ...]
+#   sh eval.sh [--force] [--compile] configs/convnextB_768.yaml 4 output/ MODEL.WEIGHTS path/to/weights.pth [KEY VALUE ...]
 # Each benchmark's results go to OUTPUT_DIR/eval/NAME; the summary to OUTPUT_DIR/eval/summary.{csv,md}.
 # Run again, the same command skips the benchmarks whose results are complete for the same
 # weights file, config and overrides (--force evaluates them again) and resumes an interrupted
-# one after its saved images (TEST.PARTIAL_EVERY).
+# one after its saved images (TEST.PARTIAL_EVERY). --compile runs the image side through
+# torch.compile (TEST.COMPILE True): the first benchmark compiles it, the next ones load it from
+# inductor's cache.
 # With DATASETS.TEST among the overrides, evaluates those datasets instead (e.g. your own dataset
 # folder, DATASETS.TEST "('datasets/custom/shapes/val',)"), results in OUTPUT_DIR.
 set -e
 SCRIPT=eval.sh
-SCRIPT_OPTIONS="[--force] "
+SCRIPT_OPTIONS="[--force] [--compile] "
 SCRIPT_OPTIONS_HELP="  --force     evaluate again the benchmarks whose results are complete
+  --compile   compiled inference (TEST.COMPILE True: torch.compile, docs/compile.md)
 "
 FORCE=0
-if [ "${1:-}" = --force ]; then FORCE=1; shift; fi
+COMPILE=0
+while :; do
+    case "${1:-}" in
+        --force) FORCE=1; shift ;;
+        --compile) COMPILE=1; shift ;;
+        *) break ;;
+    esac
+done
 . "$(dirname "$0")/tools/launch_common.sh"
 shift 3
+if [ "$COMPILE" = 1 ]; then set -- "$@" TEST.COMPILE True; fi
 for key in "$@"; do
     if [ "$key" = DATASETS.TEST ]; then
         # shellcheck disable=SC2086

@@ -3,7 +3,7 @@
 Each family (a detectron2 meta-architecture and what serves it) declares one
 :class:`ModelFamily` next to its code, in ``sed/modeling/<family>/family.py``, and registers it
 with :func:`register_family` under its ``MODEL.META_ARCHITECTURE`` name. The predictor, the
-demo outputs, export and deployment, the benchmark, the evaluation summary, the GPU check, the
+demo outputs, export and deployment, compiled inference, the benchmark, the evaluation summary, the GPU check, the
 web demo and training look the family up once (:func:`get_family`) and never compare names: a
 third model is one more folder.
 """
@@ -105,6 +105,18 @@ class BenchmarkSpec:
 
 
 @dataclass(frozen=True)
+class CompileSpec:
+    """What ``TEST.COMPILE`` compiles of a family (:mod:`sed.compile`)."""
+
+    # model -> {name: module}: the networks that see only the image (no class enters them), each
+    # compiled on its own; their forwards take and return tensors, or lists and dicts of them.
+    modules: Callable
+    # Whether their inputs' height and width change from image to image (one graph with a
+    # symbolic size) or never do (one static graph).
+    dynamic_image_size: bool
+
+
+@dataclass(frozen=True)
 class ModelFamily:
     """Everything the rest of the project needs from one model family."""
 
@@ -137,6 +149,7 @@ class ModelFamily:
     custom_dataset_keys: Callable = lambda train, test, explicit: {}
     export: Optional[ExportSpec] = None
     deploy: Optional[DeploySpec] = None
+    compile: Optional[CompileSpec] = None
 
     def check_call_options(self, cfg: CfgNode, source: str = "the config") -> None:
         """Raise a ValueError if a call option's config value is out of its bounds."""

@@ -3,8 +3,9 @@ and GELU in their epilogue, instead of a matrix product, a bias copy and a GELU 
 result (memory-bound passes over the widest activations of a ConvNeXt block or of EOV-Seg's
 vocabulary-aware selection).
 
-They run only without gradients, on the CPU in float32 outside autocast, export and tracing,
-with a torch built with oneDNN (:func:`fused_kernels_apply`); callers fall back to the
+They run only without gradients, on the CPU in float32 outside autocast, export, compilation
+and tracing (a captured graph gets the plain operations, which inductor fuses on its own), with a
+torch built with oneDNN (:func:`fused_kernels_apply`); callers fall back to the
 released modules elsewhere, so training computes exactly what the released modules compute.
 Outputs equal the unfused computation to float32 rounding (a different summation order of the
 same products).
@@ -16,11 +17,16 @@ from timm.layers import GELU, GELUTanh
 from torch import nn
 
 
+def capturing_graph() -> bool:
+    """Whether the code runs under ``torch.export``, ``torch.compile`` or TorchScript tracing."""
+    return torch.compiler.is_exporting() or torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
 def fused_kernels_apply(x: torch.Tensor) -> bool:
     """Whether :func:`linear` may run its fused kernel for the input ``x``."""
     return (not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_exporting()
-            and not torch.jit.is_tracing() and torch.backends.mkldnn.is_available()
+            and not torch.is_autocast_enabled("cpu") and not capturing_graph()
+            and torch.backends.mkldnn.is_available()
             and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 

@@ -28,6 +28,7 @@ from detectron2.structures import Instances
 from PIL import Image
 
 from .checkpoint import Checkpointer, check_weights_given
+from .compile import maybe_compile
 from .config import build_config
 from .cpu_memory import configure_cpu_memory
 from .family import ModelFamily, config_value, families, get_family
@@ -225,6 +226,7 @@ class Predictor:
         self.model = build_model(cfg).eval()
         if cfg.MODEL.WEIGHTS:
             Checkpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        maybe_compile(self.model, cfg)
         self.resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
         self.default_vocabulary = self.family.model_vocabulary(self.model)  # its config's test vocabulary
 

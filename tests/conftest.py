@@ -10,7 +10,8 @@ from detectron2.utils.logger import setup_logger
 # Failed asserts in helpers.py (kill_when, assert_panoptic_equal) show their values, as in the test files.
 pytest.register_assert_rewrite("helpers")
 
-from helpers import ROOT, TINY_TEXT, available_cpus, make_cfg, share_cpus  # noqa: E402
+from helpers import (EOV_FIXTURE, ROOT, SED_FIXTURE, TINY_TEXT, available_cpus, make_cfg,  # noqa: E402
+                     require_eov_fixture, require_sed_fixture, share_cpus)
 
 # Loggers that detectron2's setup_logger configures (handlers, no propagation) when a test runs
 # an entry point in-process: restored after each test, so caplog sees the next test's records.
@@ -58,6 +59,20 @@ def weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("weights") / "tiny.pth"
     torch.save({"model": build_model(cfg).state_dict()}, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def sed_cases():
+    """The SED fixture's inputs and the reference's outputs (skips without ../shared)."""
+    require_sed_fixture()
+    return torch.load(SED_FIXTURE / "cases.pt", weights_only=True)
+
+
+@pytest.fixture(scope="session")
+def eov_cases():
+    """The EOV-Seg fixture's inputs and the reference's outputs (skips without ../shared)."""
+    require_eov_fixture()
+    return torch.load(EOV_FIXTURE / "cases.pt", weights_only=True)
 
 
 @pytest.fixture(scope="session")

@@ -142,19 +142,21 @@ def require_sed_fixture():
         pytest.skip(f"../shared is absent ({SED_FIXTURE} not found): released-format fixture unavailable")
 
 
-def sed_fixture_cfg(pooling, *opts):
-    """The SED fixture's config: its tiny CLIP, vocabularies and weights, the decoder's pooling
-    sizes ``pooling`` (a string such as "[1,1]"), then ``opts``. Skips without the fixture."""
+def sed_fixture_opts(pooling):
+    """The SED fixture's config keys (KEY VALUE list): its tiny CLIP, vocabularies and weights, the
+    decoder's pooling sizes ``pooling`` (a string such as "[1,1]"). Skips without the fixture."""
     require_sed_fixture()
-    return make_cfg(
-        "MODEL.ENC.CLIP_MODEL_NAME", str(SED_FIXTURE / "sedtest_tiny.json"),
-        "MODEL.ENC.CLIP_PRETRAINED_WEIGHTS", "laion_aesthetic_s13b_b82k",  # never used: WEIGHTS set
-        "MODEL.SEM_SEG_HEAD.TRAIN_CLASS_JSON", str(SED_FIXTURE / "train_classes.json"),
-        "MODEL.SEM_SEG_HEAD.TEST_CLASS_JSON", str(SED_FIXTURE / "test_classes.json"),
-        "MODEL.SEM_SEG_HEAD.POOLING_SIZES", pooling,
-        "MODEL.WEIGHTS", str(SED_FIXTURE / "model_final.pth"),
-        *opts,
-    )
+    return ["MODEL.ENC.CLIP_MODEL_NAME", str(SED_FIXTURE / "sedtest_tiny.json"),
+            "MODEL.ENC.CLIP_PRETRAINED_WEIGHTS", "laion_aesthetic_s13b_b82k",  # never used: WEIGHTS set
+            "MODEL.SEM_SEG_HEAD.TRAIN_CLASS_JSON", str(SED_FIXTURE / "train_classes.json"),
+            "MODEL.SEM_SEG_HEAD.TEST_CLASS_JSON", str(SED_FIXTURE / "test_classes.json"),
+            "MODEL.SEM_SEG_HEAD.POOLING_SIZES", pooling,
+            "MODEL.WEIGHTS", str(SED_FIXTURE / "model_final.pth")]
+
+
+def sed_fixture_cfg(pooling, *opts):
+    """The SED fixture's config (:func:`sed_fixture_opts`), then ``opts``. Skips without the fixture."""
+    return make_cfg(*sed_fixture_opts(pooling), *opts)
 
 
 def build_sed_fixture(pooling, *opts):

@@ -19,9 +19,8 @@ import pytest
 import torch
 from detectron2.utils.events import EventStorage
 
-from helpers import (EOV_FIXTURE, ROOT, SED_FIXTURE, TINY_TEXT as TINY, assert_panoptic_equal, build_eov_fixture,
-                     build_sed_fixture, eov_training_inputs, image_input, require_eov_fixture, require_sed_fixture,
-                     run_sed, tiny_model)
+from helpers import (ROOT, TINY_TEXT as TINY, assert_panoptic_equal, build_eov_fixture, build_sed_fixture,
+                     eov_training_inputs, image_input, run_sed, tiny_model)
 from sed.train_loop import AccumulatingTrainer
 
 DEVICE = os.environ.get("SED_TEST_DEVICE", "cuda")
@@ -64,18 +63,6 @@ def assert_scores_match(out: torch.Tensor, expected: torch.Tensor, settings: str
 def on_cpu(out: dict) -> dict:
     ids, info = out["panoptic_seg"]
     return {**out, "panoptic_seg": (ids.cpu(), info), "instances": out["instances"].to("cpu")}
-
-
-@pytest.fixture(scope="module")
-def sed_cases():
-    require_sed_fixture()
-    return torch.load(SED_FIXTURE / "cases.pt", weights_only=True)
-
-
-@pytest.fixture(scope="module")
-def eov_cases():
-    require_eov_fixture()
-    return torch.load(EOV_FIXTURE / "cases.pt", weights_only=True)
 
 
 @torch.no_grad()

@@ -36,8 +36,11 @@ def build_cfg(args: argparse.Namespace) -> CfgNode:
     """The config (unfrozen) of ``args`` (detectron2's ``default_argument_parser``: config_file,
     opts). Custom dataset folders in DATASETS are checked (stopping on any problem) and
     registered, and the config keys the model family ties to them follow them, except keys
-    given in ``args.opts``."""
+    given in ``args.opts``. TEST.COMPILE without ``args.eval_only`` stops."""
     cfg = build_config(args.config_file, args.opts)
+    if cfg.TEST.COMPILE and not args.eval_only:
+        raise ValueError("TEST.COMPILE compiles inference with the weights frozen into its graphs: give --eval-only "
+                         "(training and its periodic evaluations run eagerly; drop TEST.COMPILE)")
     train, test = resolve_custom_datasets(cfg)
     check_dataset_names(cfg)
     if train or test:

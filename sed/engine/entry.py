@@ -7,6 +7,7 @@ from typing import Dict, Optional, Sequence
 from detectron2.engine import default_argument_parser
 
 from ..checkpoint import Checkpointer, check_weights_given
+from ..compile import maybe_compile
 from ..launch import launch
 from ..tools import cli
 from .configure import build_cfg, setup
@@ -23,7 +24,7 @@ def main(args: argparse.Namespace) -> Optional[Dict]:
             check_weights_given(cfg)  # (--resume evaluates the run's last checkpoint instead)
         model = Trainer.build_model(cfg)
         Checkpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        return Trainer.test(cfg, model)
+        return Trainer.test(cfg, maybe_compile(model, cfg))
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     trainer.train()

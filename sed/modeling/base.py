@@ -1,6 +1,6 @@
 """What every meta-architecture of the project shares: input normalisation, the device it runs
 on, the autocast region of reduced-precision inference, weights checked and the text-embedding
-cache cleared when they are loaded, and channels-last weights."""
+cache cleared when they are loaded (never into a compiled model), and channels-last weights."""
 from contextlib import nullcontext
 from typing import ContextManager, List, Optional, Sequence
 
@@ -9,6 +9,7 @@ from torch import nn
 
 from ..checkpoint import check_loaded_keys
 from ..clip.text import ClassEmbeddingCache
+from ..compile import is_compiled
 
 
 class OpenVocabularyModel(nn.Module):
@@ -33,7 +34,11 @@ class OpenVocabularyModel(nn.Module):
     @staticmethod
     def _after_load(module: nn.Module, incompatible_keys) -> None:
         """Embeddings computed from the previous weights of the text tower are stale; weights
-        that leave parameters unset or hold foreign entries stop (``sed.checkpoint``)."""
+        that leave parameters unset or hold foreign entries stop (``sed.checkpoint``), and so do
+        weights loaded into a compiled model (its graphs may hold the previous ones as constants)."""
+        if is_compiled(module):
+            raise RuntimeError("weights were loaded into a compiled model (TEST.COMPILE), whose graphs hold the "
+                               "previous weights: load the weights first, then compile (sed.compile.compile_model)")
         module.class_embeddings.clear()
         check_loaded_keys(module, incompatible_keys.missing_keys, incompatible_keys.unexpected_keys)
 

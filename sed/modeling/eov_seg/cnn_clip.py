@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ...clip.convnext import run_stage
+from ...fused import capturing_graph
 from .pooling import binary_masks, mask_average
 
 
@@ -118,9 +119,9 @@ class ResNetCLIP(CNNCLIP):
     the convolutions (:func:`fold_resnet_batchnorms`), made at the first such call and again
     whenever a weight of the image tower changed (a checkpoint load, a move to another
     device); with gradients (training, where the tower is frozen too) it runs the released
-    modules, so training computes exactly what it did without the copy. Exported graphs
-    trace the released modules too (the copy is made from the weights' storage, which a
-    traced tensor does not have).
+    modules, so training computes exactly what it did without the copy. Exported and compiled
+    graphs trace the released modules too (the copy is made from the weights' storage, which a
+    traced tensor does not have; inductor folds the BatchNorms itself).
     """
 
     def __init__(self, clip_model: nn.Module):
@@ -147,7 +148,7 @@ class ResNetCLIP(CNNCLIP):
         self.__dict__["_folded"] = (None, None)
 
     def forward(self, images):
-        folded = not torch.is_grad_enabled() and not torch.compiler.is_exporting()
+        folded = not torch.is_grad_enabled() and not capturing_graph()
         v = self.folded_trunk() if folded else self.clip_model.visual
         x = v.act1(v.bn1(v.conv1(images)))
         x = v.act2(v.bn2(v.conv2(x)))

@@ -10,8 +10,8 @@ from detectron2.structures import Instances
 
 from ...config import add_eov_seg_config
 from ...data.custom import CustomDatasetError, CustomSplit
-from ...family import (PANOPTIC_COLUMNS, SEMANTIC_COLUMNS, Benchmark, BenchmarkSpec, CallOption, DeploySpec,
-                       ExportSpec, ModelFamily, register_family)
+from ...family import (PANOPTIC_COLUMNS, SEMANTIC_COLUMNS, Benchmark, BenchmarkSpec, CallOption, CompileSpec,
+                       DeploySpec, ExportSpec, ModelFamily, register_family)
 from ...resources import vocabulary_path
 from . import deploy, export
 
@@ -132,4 +132,7 @@ FAMILY = register_family(ModelFamily(
     deploy=DeploySpec(
         resize=deploy.resize, preprocess=deploy.preprocess, vocabulary_inputs=deploy.vocabulary_inputs,
         postprocess=lambda outputs, *args, **switches: deploy.postprocess(*outputs, *args, **switches)),
+    # The CLIP towers and the neck, before the text classifier: one graph each, for any padded canvas.
+    compile=CompileSpec(modules=lambda model: {"cnn_backbone": model.cnn_backbone, "vit_backbone": model.vit_backbone,
+                                               "lite_aggr": model.lite_aggr}, dynamic_image_size=True),
 ))

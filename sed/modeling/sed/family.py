@@ -9,8 +9,8 @@ from detectron2.data import MetadataCatalog
 from ...config import add_sed_config
 from ...data.custom import CustomDatasetError, CustomSplit
 from ...deploy import image_to_chw
-from ...family import (SEMANTIC_COLUMNS, Benchmark, BenchmarkSpec, CallOption, DeploySpec, EarlyRejection, ExportSpec,
-                       ModelFamily, register_family)
+from ...family import (SEMANTIC_COLUMNS, Benchmark, BenchmarkSpec, CallOption, CompileSpec, DeploySpec, EarlyRejection,
+                       ExportSpec, ModelFamily, register_family)
 from ...resources import vocabulary_path
 from ...vocabulary import Vocabulary, load_class_names
 from . import export
@@ -135,4 +135,6 @@ FAMILY = register_family(ModelFamily(
         vocabulary_inputs=vocabulary_inputs,
         postprocess=lambda outputs, size, output_size, isthing, metadata, threads=0, **switches:
             {"sem_seg": outputs[0]}),
+    # The CLIP image tower, at its fixed square input: one static graph.
+    compile=CompileSpec(modules=lambda model: {"encoder": model.encoder}, dynamic_image_size=False),
 ))
