@@ -35,7 +35,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SED_B, SED_L = "configs/convnextB_768.yaml", "configs/convnextL_768.yaml"
 EOV_S, EOV_L = "configs/eov_seg/eov_seg_R50.yaml", "configs/eov_seg/eov_seg_convnext_l.yaml"
 # --dry-run: the values replacing the real ones
-DRY_RUN_VALUES = {("--vocabulary", v): "12" for v in ("ade150", "ade847", "coco")} | {("--dtype", "float16"): "bfloat16"}
+DRY_RUN_VALUES = ({("--vocabulary", v): "12" for v in ("ade150", "ade847", "coco")} | {("--dtype", "float16"): "bfloat16"}
+                  | {("TEST.COMPILE_MODE", "max-autotune-no-cudagraphs"): "default"})
+
+
+def dry_run_values(values: List[str]) -> List[str]:
+    """``values`` (flags and values, or KEY VALUE pairs) with each value that follows its key in
+    DRY_RUN_VALUES replaced."""
+    return [DRY_RUN_VALUES.get((a, b), b) for a, b in zip(["", *values], values)]
 
 
 @lru_cache(maxsize=None)
@@ -56,21 +63,25 @@ class Run:
     image_size: List[int] = field(default_factory=list)  # inference input; empty: the model's default
     batch_size: int = 1
     opts: List[str] = field(default_factory=list)
+    in_dry_run: bool = True  # False: on a GPU only (what a dry run would repeat of another run)
+    timeout_s: float = 0  # seconds it may take at most (0: --run-timeout-s)
 
     def argv(self, dry_run: bool, device: str, out_dir: Path) -> List[str]:
         """benchmark.py's arguments; a dry run uses the family's tiny config, 64-pixel inputs
-        and crops, 12 classes, batches of at most 2, two timed iterations, and bfloat16 for
-        float16 (which has no fast CPU kernels)."""
-        args = [DRY_RUN_VALUES.get((a, b), b) if dry_run else b for a, b in zip(["", *self.args], self.args)]
+        and crops, 12 classes, batches of at most 2, two timed iterations, bfloat16 for float16
+        (which has no fast CPU kernels) and inductor's default mode for the CUDA ones."""
+        args = dry_run_values(self.args) if dry_run else self.args
         family = family_of(self.config)
         config = family.tiny_config if dry_run else self.config
         size = ["--image-size", "64"] if dry_run else (["--image-size", *map(str, self.image_size)] if self.image_size else [])
         crop = list(family.tiny_opts) if dry_run else []
         timing = ["--warmup", "1", "--iters", "2"] if dry_run else ["--warmup", "3", "--iters", "10"]
         batch = min(self.batch_size, 2) if dry_run else self.batch_size
+        # A dry run's compiled graphs go to a cache of its own: each run compiles as on a fresh machine.
+        opts = [*dry_run_values(self.opts), "TEST.COMPILE_CACHE_DIR", str(out_dir / "inductor")] if dry_run else self.opts
         return ["--config-file", config, "--device", device, *size, "--batch-size", str(batch), *args, *timing,
                 "--random-text-embeddings", "--output", str(out_dir / f"{self.name}.json"),
-                "--opts", family.text_cache_key, "", *crop, *self.opts]
+                "--opts", family.text_cache_key, "", *crop, *opts]
 
 
 def inference_runs() -> List[Run]:
@@ -93,9 +104,22 @@ def inference_runs() -> List[Run]:
 
 INFERENCE = inference_runs()
 HEADLINE = ("sed_b_ade150_b1_float32", "eov_seg_s_ade150_panoptic_b1_float32")
+# Compiled inference (TEST.COMPILE) timed against eager, with each CUDA mode of torch.compile. A
+# dry run compiles the first with inductor's default mode (the CPU has no CUDA graphs), and skips
+# the others (tests/test_compile.py compiles both families on the CPU).
+COMPILED = [
+    Run("sed_b_ade150_b1_float32_compiled_autotune", SED_B, ["--vocabulary", "ade150", "--compile", "--no-flops"],
+        [768, 768], opts=["TEST.COMPILE_MODE", "max-autotune-no-cudagraphs"], timeout_s=240),
+    Run("sed_b_ade150_b1_float32_compiled_cudagraphs", SED_B, ["--vocabulary", "ade150", "--compile", "--no-flops"],
+        [768, 768], opts=["TEST.COMPILE_MODE", "reduce-overhead"], in_dry_run=False, timeout_s=240),
+    Run("eov_seg_s_ade150_panoptic_b1_float32_compiled_autotune", EOV_S,
+        ["--vocabulary", "ade150", "--compile", "--no-flops"], [640, 853],
+        opts=["TEST.COMPILE_MODE", "max-autotune-no-cudagraphs"], in_dry_run=False, timeout_s=240),
+]
 # In order of importance: later runs are the first to go when the budget runs out.
 RUNS = [
     *[r for r in INFERENCE if r.name in HEADLINE],
+    *COMPILED,
     Run("sed_b_train_768_coco171_amp", SED_B, ["--train", "--vocabulary", "coco", "--dtype", "float16"]),
     Run("sed_b_train_768_coco171_fp32", SED_B, ["--train", "--vocabulary", "coco", "--dtype", "float32"]),
     Run("eov_seg_s_train_1024_amp", EOV_S, ["--train", "--dtype", "float16"], batch_size=2),
@@ -121,6 +145,13 @@ def headline(figures: dict) -> dict:
     kept = {k: figures[k] for k in keys if k in figures}
     if "ms_per_image" in kept:
         kept["ms_per_image"] = kept["ms_per_image"]["median"]
+    if "compiled" in figures:  # --compile: the compiled figures beside the eager ones
+        compiled = figures["compiled"]
+        kept["compiled"] = {"ms_per_image": compiled["ms_per_image"]["median"],
+                            "compile_s": compiled["compile"]["compile_s"],
+                            "graphs": compiled["graphs_after_timing"],
+                            **{k: v for k, v in compiled.items() if k.startswith(("argmax_agreement", "max_probability",
+                                                                                 "panoptic_"))}}
     if "gflops_per_image" in figures and "images_per_s" in figures:
         kept["achieved_tflops"] = figures["gflops_per_image"] * figures["images_per_s"] / 1000
     return kept
@@ -186,13 +217,16 @@ def main(argv=None) -> int:
         if left < 10:
             summary["runs"].append({**entry, "status": "not run (time budget)"})
             continue
+        if args.dry_run and not run.in_dry_run:
+            summary["runs"].append({**entry, "status": "not run (dry run)"})
+            continue
         argv_ = run.argv(args.dry_run, device, out_dir)
         with open(log_path, "a") as log:
             log.write(f"\n=== {run.name}: benchmark.py {' '.join(argv_)}\n")
         began = time.perf_counter()
         child = fork.Process(target=run_benchmark, args=(argv_, log_path))
         child.start()
-        child.join(min(args.run_timeout_s, left))
+        child.join(min(run.timeout_s or args.run_timeout_s, left))
         if child.is_alive():
             child.kill()
             child.join()
@@ -203,12 +237,16 @@ def main(argv=None) -> int:
         if status == "ok":
             entry.update(headline(json.loads((out_dir / f"{run.name}.json").read_text())))
         summary["runs"].append(entry)
+        compiled = entry.get("compiled")
         print(f"[gpu_check] {i + 1}/{len(RUNS)} {run.name}: {status}, {entry['seconds']:.0f} s, "
               f"{entry.get('ms_per_image', float('nan')):.1f} ms/image, "
-              f"{entry.get('peak_memory_mb', float('nan')):.0f} MB", flush=True)
+              f"{entry.get('peak_memory_mb', float('nan')):.0f} MB"
+              + (f"; compiled {compiled['ms_per_image']:.1f} ms/image after {compiled['compile_s']:.0f} s compiling"
+                 if compiled else ""), flush=True)
     summary["seconds"] = time.perf_counter() - start
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    failed = [r["name"] for r in summary["runs"] if r["status"] not in ("ok", "not run (time budget)")]
+    failed = [r["name"] for r in summary["runs"] if r["status"] not in ("ok", "not run (time budget)",
+                                                                          "not run (dry run)")]
     skipped = [r["name"] for r in summary["runs"] if r["status"] == "not run (time budget)"]
     print(f"[gpu_check] {summary['seconds']:.0f} s; {len(summary['runs']) - len(failed) - len(skipped)} benchmarks ok, "
           f"failed: {failed or 'none'}, not run (budget): {skipped or 'none'}; figures: {out_dir}/summary.json")

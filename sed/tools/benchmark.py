@@ -12,6 +12,7 @@ MODEL.META_ARCHITECTURE picks it). Also ``python -m sed.tools.benchmark`` or ``s
         --random-text-embeddings --fast --ranked-rejection --topk 8 32 128 459 --plot curve.png
     python tools/benchmark.py --config-file configs/eov_seg/eov_seg_R50.yaml --random-text-embeddings \\
         --onnx eov_seg.onnx
+    python tools/benchmark.py --config-file configs/convnextB_768.yaml --random-text-embeddings --compile
 
 Inference: warm-up, then timed iterations (the device synchronised) on random images of
 --image-size (one value: square; two: height and width; default: the family's, e.g. SED's
@@ -38,6 +39,14 @@ gives (sed.deploy: pre-processing, the graph, the family's post-processing in Nu
 outputs switched on): its figures are under "onnxruntime", with how far its outputs are from
 PyTorch's (peak memory is that of the process, both runtimes together).
 
+--compile compiles the model as TEST.COMPILE does (sed.compile; TEST.COMPILE_MODE and
+TEST.COMPILE_CACHE_DIR through --opts) and times it against the same model run eagerly on the
+same images, interleaved (one eager pass, then one compiled pass, per iteration): the eager
+figures as usual, the compiled ones under "compiled", with the first compiled call apart
+("compile": its seconds, each graph built or loaded from inductor's cache, cache hits and
+misses), the graphs built by the end of the timing (no more than the first call built: no
+recompilation) and the agreement with eager (as --dtype bfloat16 measures it against float32).
+
 Several --topk values (families with early rejection) measure the early-rejection curve: plain
 inference, then each TOPK, as a list under "curve" (and a picture with --plot). Random weights
 rank classes at random and keep nearly all of them; --ranked-rejection makes the rejection
@@ -53,6 +62,7 @@ status 1 (--debug adds the traceback).
 import argparse
 import itertools
 import json
+import logging
 import os
 import platform
 import resource
@@ -70,6 +80,7 @@ from fvcore.nn import FlopCountAnalysis
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from sed.checkpoint import Checkpointer
+from sed.compile import cache_dir, compile_log, compile_model, eager
 from sed.config import INFERENCE_DTYPES
 from sed.cpu_memory import configure_cpu_memory
 from sed.family import ModelFamily, get_family
@@ -107,6 +118,8 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--text-only", action="store_true",
                         help="only the vocabulary's text embeddings (cold: give an empty TEXT_CACHE_DIR)")
     parser.add_argument("--onnx", default="", help="exported model (tools/export.py) timed against PyTorch")
+    parser.add_argument("--compile", action="store_true",
+                        help="compiled inference (TEST.COMPILE) timed against eager, with its compile time")
     parser.add_argument("--output", default="", help="JSON file for the results (its folder is created if missing)")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[])
     return parser
@@ -125,6 +138,8 @@ def check_args(args: argparse.Namespace) -> None:
                       or args.dtype != "float32"):
         raise cli.UsageError("--onnx times float32 inference of one image at a time (no --train, --text-only, "
                              "curve, --batch-size or --dtype)")
+    if args.compile and (args.train or args.text_only or len(args.topk) > 1 or args.onnx):
+        raise cli.UsageError("--compile times inference against eager (no --train, --text-only, curve or --onnx)")
     if args.onnx and not os.path.isfile(args.onnx):
         raise cli.UsageError(f"--onnx {args.onnx}: no such file (export one with tools/export.py)")
     for option, path in (("--output", args.output), ("--plot", args.plot)):
@@ -219,31 +234,70 @@ def panoptic_categories(panoptic_seg) -> torch.Tensor:
     return categories
 
 
+def agreement(outputs, reference, name: str) -> dict:
+    """How far ``outputs`` are from the ``reference`` outputs (called ``name``) of the same
+    images: the fraction of pixels keeping their predicted class (argmax), the largest score
+    change, and the median reference margin between the two best classes (labels flip where the
+    margin is below the change); with panoptic output, the fraction of pixels whose segment keeps
+    its class, and the fraction whose segment id is the same."""
+    figures = {}
+    if "sem_seg" in reference[0]:  # (T, H, W) per image, the images of any sizes
+        pairs = [(o["sem_seg"].float(), r["sem_seg"].float()) for o, r in zip(outputs, reference)]
+        same = torch.cat([(o.argmax(0) == r.argmax(0)).flatten() for o, r in pairs])
+        figures[f"argmax_agreement_vs_{name}"] = float(same.float().mean())
+        figures[f"max_probability_change_vs_{name}"] = max(float((o - r).abs().max()) for o, r in pairs)
+        if pairs[0][1].shape[0] > 1:
+            margins = torch.cat([(top2[0] - top2[1]).flatten() for top2 in (r.topk(2, dim=0).values for _, r in pairs)])
+            figures[f"{name}_top2_margin_median"] = float(margins.median())
+    if "panoptic_seg" in reference[0]:
+        pairs = [(o["panoptic_seg"], r["panoptic_seg"]) for o, r in zip(outputs, reference)]
+        same = [(panoptic_categories(o) == panoptic_categories(r)).float().mean() for o, r in pairs]
+        figures[f"panoptic_class_agreement_vs_{name}"] = float(torch.stack(same).mean())
+        figures[f"panoptic_ids_equal_share_vs_{name}"] = float(torch.stack([(o[0] == r[0]).float().mean()
+                                                                             for o, r in pairs]).mean())
+    return figures
+
+
 @torch.no_grad()
 def agreement_with_float32(model, images) -> dict:
-    """How far reduced-precision outputs are from float32: the fraction of pixels keeping their
-    predicted class (argmax), the largest score change, and the median float32 margin between
-    the two best classes (labels flip where the margin is below the change); with panoptic
-    output, the fraction of pixels whose segment keeps its class."""
+    """:func:`agreement` of the model's reduced-precision outputs with its float32 ones."""
     inputs = [{"image": im} for im in images]
     reduced_out = model(inputs)
     dtype, model.inference_dtype = model.inference_dtype, None
     full_out = model(inputs)
     model.inference_dtype = dtype
-    figures = {}
-    if "sem_seg" in full_out[0]:
-        reduced = torch.stack([o["sem_seg"] for o in reduced_out]).float()
-        full = torch.stack([o["sem_seg"] for o in full_out])
-        figures["argmax_agreement_vs_float32"] = float((reduced.argmax(1) == full.argmax(1)).float().mean())
-        figures["max_probability_change_vs_float32"] = float((reduced - full).abs().max())
-        if full.shape[1] > 1:
-            top2 = full.topk(2, dim=1).values
-            figures["float32_top2_margin_median"] = float((top2[:, 0] - top2[:, 1]).median())
-    if "panoptic_seg" in full_out[0]:
-        same = [(panoptic_categories(r["panoptic_seg"]) == panoptic_categories(f["panoptic_seg"])).float().mean()
-                for r, f in zip(reduced_out, full_out)]
-        figures["panoptic_class_agreement_vs_float32"] = float(torch.stack(same).mean())
-    return figures
+    return agreement(reduced_out, full_out, "float32")
+
+
+def time_against_eager(model, images, device, warmup: int, iters: int) -> dict:
+    """A compiled model (``sed.compile``) against itself run eagerly on ``images``, interleaved
+    (one eager pass, then one compiled pass, per iteration), after a first compiled call that
+    builds the graphs: the eager figures, and under "compiled" the compiled ones, that first
+    call's time and graphs (compile seconds, cache hits), the graphs built by the end (none
+    more: no recompilation) and the :func:`agreement` with eager at the same precision."""
+    inputs, outs = [{"image": im} for im in images], {}
+    with torch.no_grad():
+        first_call = timed(lambda: outs.__setitem__("compiled", model(inputs)), device, 0, 1)[0]
+        graphs = compile_log()
+        times = {"eager": [], "compiled": []}
+
+        def run_eager():
+            with eager(model):
+                outs["eager"] = model(inputs)
+
+        steps = {"eager": run_eager, "compiled": lambda: outs.__setitem__("compiled", model(inputs))}
+        for i in range(warmup + iters):
+            for name, step in steps.items():
+                elapsed = timed(step, device, 0, 1)
+                if i >= warmup:
+                    times[name] += elapsed
+    figures = {**per_image_figures(times["compiled"], len(images)),
+               "compile": {"first_call_s": first_call, "compile_s": sum(g["seconds"] for g in graphs),
+                           "graphs": graphs, "cache_hits": sum(g["cache_hits"] for g in graphs),
+                           "cache_misses": sum(g["cache_misses"] for g in graphs), "cache_dir": cache_dir()},
+               "graphs_after_timing": len(compile_log()),
+               **agreement(outs["compiled"], outs["eager"], "eager")}
+    return {**per_image_figures(times["eager"], len(images)), "interleaved_with_compiled": True, "compiled": figures}
 
 
 class TensorRecorder(TorchDispatchMode):
@@ -385,6 +439,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def benchmark(args: argparse.Namespace) -> int:
     """Check the arguments, build the model, measure it and report the figures."""
     check_args(args)
+    if args.compile:  # compiling's progress and cache use
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     family = check_family(args, load_config(args.config_file, opts=args.opts))
     with cli.usage_errors():
         classes = vocabulary(args.vocabulary, family)
@@ -469,6 +525,9 @@ def benchmark(args: argparse.Namespace) -> int:
             where = results["device_name"] if device.type == "cuda" else f"CPU, {results['cpu_threads']} threads"
             plot_curve(curve, args.plot,
                        f"{family.title}, {len(names)} classes, {size[0]}x{size[1]}px, {where}, {args.dtype}")
+    elif args.compile:
+        compile_model(model, cfg)
+        results.update(time_against_eager(model, images, device, args.warmup, args.iters))
     elif args.onnx:
         results.update(time_against_onnxruntime(model, images[0], classes, args.onnx, device, family=family,
                                                  warmup=args.warmup, iters=args.iters))
@@ -478,9 +537,10 @@ def benchmark(args: argparse.Namespace) -> int:
             results.update(agreement_with_float32(model, images))
     results["peak_memory_mb"] = peak_memory_mb(device)
     if not (args.train or args.text_only or "curve" in results):
-        results["parameters_run"] = parameters_run(model, images[:1])
+        with eager(model):  # the operators' inputs, as the modules' own forwards read them
+            results["parameters_run"] = parameters_run(model, images[:1])
         if not args.no_flops:
-            with torch.no_grad():
+            with torch.no_grad(), eager(model):
                 flops = FlopCountAnalysis(ImageToSemSeg(model), (torch.stack(images[:1]),))
                 flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
                 results["gflops_per_image"] = flops.total() / 1e9
