@@ -16,7 +16,8 @@ from sed import engine
 from sed.compile import compile_log, compile_model, eager, is_compiled
 from sed.tools.benchmark import agreement
 
-pytestmark = pytest.mark.slow  # minutes of compiling
+# Minutes of compiling.
+pytestmark = pytest.mark.slow
 
 
 def graphs_of(*modules):
