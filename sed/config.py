@@ -90,17 +90,17 @@ def add_training_config(cfg: CN) -> None:
     # opt-in: outputs move beyond the float32 tolerances; docs/benchmarks.md, Reduced precision).
     cfg.TEST.PRECISION = "float32"
     # Compiled inference: the networks that see only the image (each family names them) run
-    # through torch.compile with inductor, built at their first image (docs/compile.md). Pays
-    # off over many images (evaluations, benchmarks), not for one: compiling takes minutes
-    # on a CPU the first time, seconds from the cache below. Inference only (--eval-only, the
-    # predictor, tools/benchmark.py).
+    # through torch.compile with inductor, built at their first image (docs/compile.md). Can pay
+    # off over many images (evaluations, benchmarks), never for one: compiling takes about a
+    # minute per tower on a 2-core CPU, half that from the cache below; measure first
+    # (tools/benchmark.py --compile). Inference only (--eval-only, the predictor, the benchmark).
     cfg.TEST.COMPILE = False
     # torch.compile's mode ("default", "reduce-overhead" for CUDA graphs, "max-autotune",
     # "max-autotune-no-cudagraphs"); "": by device (CPU: inductor's default with frozen
     # weights; CUDA: "max-autotune-no-cudagraphs").
     cfg.TEST.COMPILE_MODE = ""
     # Folder of inductor's on-disk caches (compiled graphs, autotuning), so that the next run
-    # of the same command compiles in seconds; "": inductor's own (TORCHINDUCTOR_CACHE_DIR,
+    # of the same command skips code generation; "": inductor's own (TORCHINDUCTOR_CACHE_DIR,
     # else a folder under the system's temporary one).
     cfg.TEST.COMPILE_CACHE_DIR = "~/.cache/sed/inductor"
     # Evaluation that survives a kill: every PARTIAL_EVERY images, each process saves its

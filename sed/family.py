@@ -3,8 +3,8 @@
 Each family (a detectron2 meta-architecture and what serves it) declares one
 :class:`ModelFamily` next to its code, in ``sed/modeling/<family>/family.py``, and registers it
 with :func:`register_family` under its ``MODEL.META_ARCHITECTURE`` name. The predictor, the
-demo outputs, export and deployment, compiled inference, the benchmark, the evaluation summary, the GPU check, the
-web demo and training look the family up once (:func:`get_family`) and never compare names: a
+demo outputs, export and deployment, compiled inference, the benchmark, the evaluation summary,
+the GPU check, the web demo and training look the family up once (:func:`get_family`) and never compare names: a
 third model is one more folder.
 """
 from dataclasses import dataclass
